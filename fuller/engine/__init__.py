@@ -1,0 +1,3 @@
+from .hooks import RunMetaHook
+
+__all__ = ['RunMetaHook']

@@ -1,0 +1,3 @@
+from .run_meta_hook import RunMetaHook
+
+__all__ = ['RunMetaHook']

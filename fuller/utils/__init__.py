@@ -1,0 +1,3 @@
+from .collect_env import collect_env, git_hash
+
+__all__ = ['collect_env', 'git_hash']
