@@ -1,0 +1,1 @@
+from . import necks, view_transforms  # noqa: F401

@@ -1,0 +1,4 @@
+"""Image necks of the camera branch."""
+from .generalized_lss_fpn import GeneralizedLSSFPN
+
+__all__ = ['GeneralizedLSSFPN']
