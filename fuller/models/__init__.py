@@ -1,1 +1,2 @@
-from . import necks, view_transforms  # noqa: F401
+from . import (data_preprocessors, decoders, detectors, fusers, heads, necks,  # noqa: F401
+               task_modules, view_transforms)

@@ -1,0 +1,19 @@
+"""FULLER multi-level gradient calibration (inter-task and intra-modality).
+
+``GradientCalibrator`` is what a model owns (``model.grad_calibrator``);
+``GradientCalibrationHook`` (registered in mmdet3d's HOOKS) drives it from a
+config; ``task_weights`` holds the pure math.
+"""
+from .calibration_hook import GradientCalibrationHook
+from .calibrator import GradientCalibrator
+from .grad_functions import ModalityGradCalibration, TaskGradCalibration
+from .task_weights import (MODALITY_TARGETS, TASK_METHODS, TaskWeights,
+                           compute_task_weights, cosine_matrix, gram_matrix,
+                           modality_scales)
+
+__all__ = [
+    'GradientCalibrator', 'GradientCalibrationHook', 'TaskGradCalibration',
+    'ModalityGradCalibration', 'TaskWeights', 'compute_task_weights',
+    'cosine_matrix', 'gram_matrix', 'modality_scales', 'TASK_METHODS',
+    'MODALITY_TARGETS'
+]

@@ -1,0 +1,2 @@
+"""Evaluation metrics of fuller."""
+from .metrics import *  # noqa: F401,F403

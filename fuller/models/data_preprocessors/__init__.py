@@ -1,0 +1,3 @@
+from .multimodal_data_preprocessor import MultiModalDataPreprocessor
+
+__all__ = ['MultiModalDataPreprocessor']

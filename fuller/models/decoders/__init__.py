@@ -1,0 +1,3 @@
+from .bev_decoder import BEVDecoder
+
+__all__ = ['BEVDecoder']

@@ -1,0 +1,3 @@
+from .multitask_bevfusion import TASKS, MultiTaskBEVFusion
+
+__all__ = ['MultiTaskBEVFusion', 'TASKS']

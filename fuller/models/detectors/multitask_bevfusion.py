@@ -1,0 +1,235 @@
+"""MultiTaskBEVFusion: camera + LiDAR BEV fusion with a detection and a map
+segmentation head on one shared BEV map, with FULLER's calibration points.
+
+Shape shorthand: B batch, N cameras, H/W input image size, C channels,
+Y/X BEV cells (row = y, column = x), M voxels, K tasks.
+
+Data flow (frames in brackets)::
+
+    imgs (B, N, 3, H, W) [img] -> img_backbone -> img_neck -> (B, N, C, fH, fW)
+        -> view_transform (cam2img, lidar2cam, img_aug_matrix,
+           lidar_aug_matrix) -> camera BEV (B, C_cam, Y, X) [augmented lidar]
+    voxels (M, P, 5) [augmented lidar] -> pts_voxel_encoder -> (M, C)
+        -> pts_middle_encoder (sparse) -> LiDAR BEV (B, C_lidar, Y, X)
+    [calibrator.calibrate_modalities]   <- FULLER intra-gradient calibration
+    fuser([camera BEV, LiDAR BEV]) -> decoder -> shared BEV (B, C, Y', X')
+    [calibrator.split_shared]           <- FULLER inter-gradient calibration
+    heads: det (boxes in the LiDAR frame), seg (map masks on the map grid)
+
+Either modality can be switched off by leaving its modules out of the
+config (camera-only / LiDAR-only), either task by leaving its head out
+(single-task baselines). Losses are returned per task with the prefix
+``<task>/`` (e.g. ``det/loss_heatmap``, ``seg/loss_divider``), each scaled by
+``loss_weights[task]``.
+"""
+import math
+from typing import Dict, List, Optional
+
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from mmdet3d.models.detectors import Base3DDetector
+from mmdet3d.registry import MODELS
+
+from ...calibration import GradientCalibrator
+from ...compat import set_spconv_algo
+
+TASKS = ('det', 'seg')
+
+
+def _build(cfg: Optional[dict]) -> Optional[nn.Module]:
+    return None if cfg is None else MODELS.build(cfg)
+
+
+@MODELS.register_module()
+class MultiTaskBEVFusion(Base3DDetector):
+    """BEVFusion-style multi-modal multi-task detector (see module doc).
+
+    Args:
+        data_preprocessor: e.g. ``MultiModalDataPreprocessor``.
+        img_backbone, img_neck, view_transform: camera branch (all or none).
+        pts_voxel_encoder, pts_middle_encoder: LiDAR branch (both or none).
+        fuser: merges the modality BEV maps; required with both modalities.
+        decoder: BEV backbone + neck producing the shared BEV map.
+        det_head, seg_head: task heads; at least one.
+        loss_weights: per-task loss scale, default 1.0 each.
+        grad_calibrator: kwargs of :class:`GradientCalibrator` (FULLER);
+            None trains with the plain summed loss.
+        nan_guard: raise on a non-finite loss, naming task, term and samples.
+    """
+
+    def __init__(self,
+                 *,
+                 data_preprocessor: Optional[dict] = None,
+                 img_backbone: Optional[dict] = None,
+                 img_neck: Optional[dict] = None,
+                 view_transform: Optional[dict] = None,
+                 pts_voxel_encoder: Optional[dict] = None,
+                 pts_middle_encoder: Optional[dict] = None,
+                 fuser: Optional[dict] = None,
+                 decoder: dict,
+                 det_head: Optional[dict] = None,
+                 seg_head: Optional[dict] = None,
+                 loss_weights: Optional[Dict[str, float]] = None,
+                 grad_calibrator: Optional[dict] = None,
+                 nan_guard: bool = True,
+                 init_cfg=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        camera = (img_backbone, img_neck, view_transform)
+        if any(c is not None for c in camera) and \
+                not all(c is not None for c in camera):
+            raise ValueError('MultiTaskBEVFusion: the camera branch needs '
+                             'img_backbone, img_neck and view_transform')
+        if (pts_voxel_encoder is None) != (pts_middle_encoder is None):
+            raise ValueError('MultiTaskBEVFusion: the LiDAR branch needs '
+                             'pts_voxel_encoder and pts_middle_encoder')
+        self.img_backbone = _build(img_backbone)
+        self.img_neck = _build(img_neck)
+        self.view_transform = _build(view_transform)
+        self.pts_voxel_encoder = _build(pts_voxel_encoder)
+        self.pts_middle_encoder = _build(pts_middle_encoder)
+        if not (self.with_camera or self.with_lidar):
+            raise ValueError('MultiTaskBEVFusion: no modality configured')
+        if self.with_camera and self.with_lidar and fuser is None:
+            raise ValueError('MultiTaskBEVFusion: camera + LiDAR need a fuser')
+        self.fuser = _build(fuser)
+        self.decoder = MODELS.build(decoder)
+        heads = {t: cfg for t, cfg in zip(TASKS, (det_head, seg_head))
+                 if cfg is not None}
+        if not heads:
+            raise ValueError('MultiTaskBEVFusion: no task head configured')
+        self.heads = nn.ModuleDict({t: MODELS.build(c)
+                                    for t, c in heads.items()})
+        self._check_head_grids()
+        weights = dict(loss_weights or {})
+        unknown = set(weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f'MultiTaskBEVFusion: loss_weights for unknown '
+                             f'tasks {sorted(unknown)}; tasks are {TASKS}')
+        self.loss_weights = {t: float(weights.get(t, 1.0)) for t in heads}
+        self.grad_calibrator = (None if grad_calibrator is None else
+                                GradientCalibrator(**grad_calibrator))
+        self.nan_guard = nan_guard
+        self._spconv_device = None
+
+    def _check_head_grids(self) -> None:
+        """Heads that read the shared map must agree on its grid."""
+        grids = {t: getattr(h, 'bev_grid', getattr(h, 'input_grid', None))
+                 for t, h in self.heads.items()}
+        grids = {t: g for t, g in grids.items() if g is not None}
+        if len(set(grids.values())) > 1:
+            raise ValueError(
+                'MultiTaskBEVFusion: the task heads expect different BEV '
+                f'grids for the shared map: {grids}; derive both from the '
+                'same point_cloud_range / voxel_size / out_size_factor')
+
+    # ------------------------------------------------------------ properties
+    @property
+    def with_camera(self) -> bool:
+        return self.view_transform is not None
+
+    @property
+    def with_lidar(self) -> bool:
+        return self.pts_middle_encoder is not None
+
+    @property
+    def tasks(self) -> List[str]:
+        return list(self.heads)
+
+    # -------------------------------------------------------------- features
+    def extract_camera_bev(self, inputs: dict) -> Tensor:
+        imgs = inputs['imgs']  # (B, N, 3, H, W)
+        B, N = imgs.shape[:2]
+        feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))
+        if isinstance(feats, (list, tuple)):
+            feats = feats[0]
+        feats = feats.unflatten(0, (B, N))  # (B, N, C, fH, fW)
+        matrices = (inputs['cam2img'], inputs['lidar2cam'],
+                    inputs['img_aug_matrix'], inputs['lidar_aug_matrix'])
+        if getattr(self.view_transform, 'uses_points', False):
+            return self.view_transform(feats, inputs['points'], *matrices)
+        return self.view_transform(feats, *matrices)
+
+    def extract_lidar_bev(self, inputs: dict) -> Tensor:
+        voxels = inputs['voxels']
+        coors = voxels['coors']
+        if self._spconv_device != coors.device:
+            set_spconv_algo(self.pts_middle_encoder, coors.device)
+            self._spconv_device = coors.device
+        batch_size = len(inputs['points'])
+        if coors.shape[0] == 0:
+            raise ValueError('MultiTaskBEVFusion: the batch has no LiDAR '
+                             'point inside point_cloud_range (empty scan?)')
+        feats = self.pts_voxel_encoder(voxels['voxels'],
+                                       voxels['num_points'], coors)
+        return self.pts_middle_encoder(feats, coors, batch_size)
+
+    def extract_feat(self, inputs: dict, calibrate: bool = False) -> Tensor:
+        """-> the shared BEV map (B, C, Y', X'). With ``calibrate`` the
+        modality BEV maps pass through the intra-gradient calibration."""
+        cam_bev = self.extract_camera_bev(inputs) if self.with_camera \
+            else None
+        lidar_bev = self.extract_lidar_bev(inputs) if self.with_lidar \
+            else None
+        if calibrate and self.grad_calibrator is not None:
+            cam_bev, lidar_bev = self.grad_calibrator.calibrate_modalities(
+                cam_bev, lidar_bev)
+        bevs = [f for f in (cam_bev, lidar_bev) if f is not None]
+        fused = self.fuser(bevs) if self.fuser is not None else bevs[0]
+        return self.decoder(fused)
+
+    # ----------------------------------------------------------------- modes
+    def loss(self, batch_inputs_dict: dict, batch_data_samples) -> dict:
+        shared = self.extract_feat(batch_inputs_dict, calibrate=True)
+        if self.grad_calibrator is not None:
+            per_task = self.grad_calibrator.split_shared(shared, self.tasks)
+        else:
+            per_task = {t: shared for t in self.tasks}
+        losses = {}
+        for task, head in self.heads.items():
+            task_losses = head.loss(per_task[task], batch_data_samples)
+            for name, value in task_losses.items():
+                if 'loss' in name:
+                    value = value * self.loss_weights[task]
+                losses[f'{task}/{name}'] = value
+        if self.nan_guard:
+            self._check_finite(losses, batch_data_samples)
+        return losses
+
+    def _check_finite(self, losses: dict, batch_data_samples) -> None:
+        bad = []
+        for name, value in losses.items():
+            vals = value if isinstance(value, (list, tuple)) else [value]
+            for v in vals:
+                v = float(v.detach()) if isinstance(v, Tensor) else float(v)
+                if not math.isfinite(v):
+                    bad.append(f'{name}={v}')
+        if bad:
+            tokens = [s.metainfo.get('token', s.metainfo.get('sample_idx'))
+                      for s in batch_data_samples]
+            raise FloatingPointError(
+                f'MultiTaskBEVFusion: non-finite losses {bad} in the batch '
+                f'of samples {tokens}')
+
+    def predict(self, batch_inputs_dict: dict, batch_data_samples) -> list:
+        shared = self.extract_feat(batch_inputs_dict)
+        if 'det' in self.heads:
+            det_results = self.heads['det'].predict(shared,
+                                                    batch_data_samples)
+        else:
+            det_results = [InstanceData() for _ in batch_data_samples]
+        samples = self.add_pred_to_datasample(batch_data_samples, det_results)
+        if 'seg' in self.heads:
+            masks = self.heads['seg'].predict(shared, batch_data_samples)
+            for sample, mask in zip(samples, masks):
+                sample.pred_masks_bev = mask
+        return samples
+
+    def _forward(self, batch_inputs_dict: dict, batch_data_samples=None):
+        """mode='tensor': the shared BEV map and each head's raw output."""
+        shared = self.extract_feat(batch_inputs_dict)
+        out = {'shared_bev': shared}
+        for task, head in self.heads.items():
+            out[task] = head(shared)
+        return out

@@ -1,0 +1,3 @@
+from .conv_fuser import ConvFuser
+
+__all__ = ['ConvFuser']
