@@ -7,6 +7,7 @@ It also allow-lists the globals of mmengine checkpoints for torch's
 """
 from .version import __version__  # noqa: F401
 from . import compat  # noqa: F401  (environment fixes; import first)
-from . import calibration, engine, evaluation, models, structures  # noqa: F401
+from . import (calibration, datasets, engine, evaluation, models,  # noqa: F401
+               structures)
 
 compat.register_checkpoint_safe_globals()

@@ -6,9 +6,17 @@ import sys
 from tests.conftest import REPO_ROOT
 
 EXPECTED = {
-    'HOOKS': ['RunMetaHook', 'SparseConvAlgoHook'],
+    'HOOKS': ['RunMetaHook', 'SparseConvAlgoHook', 'GradientCalibrationHook'],
     'MODELS': ['LSSViewTransform', 'DepthLSSViewTransform',
-               'GeneralizedLSSFPN'],
+               'GeneralizedLSSFPN', 'ConvFuser', 'BEVDecoder',
+               'MultiModalDataPreprocessor', 'MultiTaskBEVFusion',
+               'TransFusionDetHead', 'BEVMapSegHead'],
+    'TASK_UTILS': ['QueryHungarianAssigner3D'],
+    'DATASETS': ['NuScenesMultiTaskDataset'],
+    'TRANSFORMS': ['LoadNuScenesPoints', 'LoadMultiViewImages',
+                   'LoadBEVMapMasks', 'ImageAug3D', 'BEVGlobalRotScaleTrans',
+                   'BEVRandomFlip3D', 'PackMultiTaskInputs'],
+    'METRICS': ['BEVMapIoUMetric'],
 }
 
 

@@ -8,6 +8,9 @@ Frames used throughout fuller (all right-handed, metres):
 - ``cam``: camera frame. x right, y down, z forward (optical axis).
 - ``img``: pixel frame. u (column) right, v (row) down; homogeneous
   ``(u * d, v * d, d, 1)`` after multiplying a ``cam`` point by ``cam2img``.
+  Pixel centres sit at integer (u, v) (the OpenCV / nuScenes intrinsics
+  convention): pixel (row r, column c) covers [c - 0.5, c + 0.5) in u.
+  ``img_aug_matrix`` maps original to augmented pixels in this convention.
 
 Transforms are homogeneous 4x4 matrices named ``a2b`` that map column
 vectors in frame ``a`` to frame ``b``: ``p_b = a2b @ p_a``. Composition reads

@@ -117,9 +117,10 @@ def test_grid_and_frustum_layout():
     assert vt.grid_shape == (1, 18, 48)
     assert vt.depth_bins == 10
     assert vt.frustum.shape == (10, 4, 6, 3)
-    # Feature pixel (i=1, j=4), bin 5 sits at pixel centre (36, 12), 6 m.
+    # Feature pixel (i=1, j=4) of stride 8 covers image pixels u 32..39,
+    # v 8..15; with pixel centres at integers its centre is (35.5, 11.5).
     torch.testing.assert_close(vt.frustum[5, 1, 4],
-                               torch.tensor([36., 12., 6.]))
+                               torch.tensor([35.5, 11.5, 6.]))
     assert 'frustum' not in dict(vt.named_parameters())
     assert not {'frustum', 'z_range'} & set(vt.state_dict())
     assert 'frustum' in dict(vt.named_buffers())
@@ -132,7 +133,7 @@ def test_get_geometry_matches_hand_formula(img_aug, bev_aug):
     geom = vt.get_geometry(*camera_batch(img_aug, bev_aug))
     assert geom.shape == (2, 2, 10, 4, 6, 3)
     for (k, i, j) in [(5, 1, 4), (0, 0, 0), (9, 3, 5), (2, 2, 1)]:
-        u_aug, v_aug, depth = (j + 0.5) * 8, (i + 0.5) * 8, 1. + k
+        u_aug, v_aug, depth = (j + 0.5) * 8 - 0.5, (i + 0.5) * 8 - 0.5, 1. + k
         expected = hand_lift(u_aug, v_aug, depth, img_aug, bev_aug)
         torch.testing.assert_close(geom[1, 1, k, i, j],
                                    torch.tensor(expected), atol=1e-4,
@@ -170,7 +171,7 @@ def test_one_hot_depth_lands_in_predicted_cell(img_aug, bev_aug):
     bev = vt(img_feats, *camera_batch(img_aug, bev_aug))
     assert bev.shape == (2, 3, 18, 48)
 
-    x, y, _ = hand_lift((j + 0.5) * 8, (i + 0.5) * 8, 1. + k, img_aug,
+    x, y, _ = hand_lift((j + 0.5) * 8 - 0.5, (i + 0.5) * 8 - 0.5, 1. + k, img_aug,
                         bev_aug)
     iy, ix = math.floor((y + 9.) / 1.0), math.floor((x + 10.) / 0.5)
     assert 0 <= iy < 18 and 0 <= ix < 48
@@ -190,8 +191,13 @@ def test_z_bins_are_concatenated_z_major():
     geom = vt.get_geometry(*cams)
     pooled = vt.lift_splat(vt.depth_net(img_feats.flatten(0, 1)), geom)
     assert pooled.shape == (1, 6, 18, 48)
-    # (x, y) = (7, -3.1) -> iy = floor(5.9) = 5, ix = floor(17 / 0.5) = 34.
-    torch.testing.assert_close(pooled[0, :, 5, 34],
+    x, y, z = hand_lift((j + 0.5) * 8 - 0.5, (i + 0.5) * 8 - 0.5, 1. + k,
+                        False, False)
+    assert 1. <= z < 5.  # the upper z bin
+    iy, ix = math.floor((y + 9.) / 1.0), math.floor((x + 10.) / 0.5)
+    # (x, y) = (7, -2.95) -> iy = floor(6.05) = 6, ix = floor(17 / 0.5) = 34
+    assert (iy, ix) == (6, 34)
+    torch.testing.assert_close(pooled[0, :, iy, ix],
                                torch.tensor([0., 0., 0., 1., 2., 3.]))
     assert (pooled.abs() > 1e-6).sum() == 3
 
@@ -278,16 +284,16 @@ def test_real_calibration_round_trip():
                 (uv_aug[:, 1] < 256))
         assert keep.sum() > 200, name  # each camera sees the scan
         uv_aug, depth, pts = uv_aug[keep], depth[keep], pts_h[keep]
-        j = np.clip(np.round(uv_aug[:, 0] / 8 - 0.5), 0, 87).astype(int)
-        i = np.clip(np.round(uv_aug[:, 1] / 8 - 0.5), 0, 31).astype(int)
+        j = np.clip(np.round((uv_aug[:, 0] + 0.5) / 8 - 0.5), 0, 87).astype(int)
+        i = np.clip(np.round((uv_aug[:, 1] + 0.5) / 8 - 0.5), 0, 31).astype(int)
         k = np.clip(np.round((depth - 1.) / 0.5), 0, 117).astype(int)
         lifted = geom[n, k, i, j]
         target = (pts @ bev_aug.T)[:, :3]
         # p(u1,v1,d1) - p(u0,v0,d0) = d1 (du/fx, dv/fy, 0)
         #   + dd ((u0-cx)/fx, (v0-cy)/fy, 1), times the BEV scale.
         focal = cam2img[n, [0, 1], [0, 1]]
-        du = np.abs((j + 0.5) * 8 - uv_aug[:, 0]) / scale / focal[0]
-        dv = np.abs((i + 0.5) * 8 - uv_aug[:, 1]) / scale / focal[1]
+        du = np.abs((j + 0.5) * 8 - 0.5 - uv_aug[:, 0]) / scale / focal[0]
+        dv = np.abs((i + 0.5) * 8 - 0.5 - uv_aug[:, 1]) / scale / focal[1]
         dd = np.abs(1. + 0.5 * k - depth)
         ray = np.linalg.norm(np.c_[(uv[keep] - cam2img[n, :2, 2]) / focal,
                                    np.ones(len(depth))], axis=1)
@@ -310,14 +316,15 @@ def cam_to_lidar(x_cam, y_cam, z_cam):
 
 
 def hand_pixel(x_cam, y_cam, z_cam, img_aug):
-    """(row, col) of the img_aug pixel a camera-frame point falls in."""
+    """(row, col) of the img_aug pixel a camera-frame point falls in
+    (pixel centres at integer coordinates)."""
     k = ORIG_K if img_aug else NO_AUG_K
     u = k['f'] * x_cam / z_cam + k['cx']
     v = k['f'] * y_cam / z_cam + k['cy']
     if img_aug:
         u = IMAGE_HW[1] - (SCALE * u - CROP[0])
         v = SCALE * v - CROP[1]
-    return math.floor(v), math.floor(u)
+    return math.floor(v + 0.5), math.floor(u + 0.5)
 
 
 @pytest.mark.parametrize('img_aug', [False, True])

@@ -2,21 +2,19 @@
 modes, modality and task switches, learning on a fixed batch, errors."""
 import copy
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 import fuller  # noqa: F401
+from fuller.testing import make_multitask_batch
 from mmdet3d.registry import MODELS
-from mmdet3d.structures import Det3DDataSample, LiDARInstance3DBoxes
+from mmdet3d.structures import LiDARInstance3DBoxes
 from tests.conftest import REPO_ROOT
 
 TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
     'bevfusion_multitask_tiny.py'
-NUM_CAMS, IMG_H, IMG_W = 2, 64, 192
 
 
 def tiny_model_cfg():
@@ -31,48 +29,8 @@ def build(cfg):
     return model
 
 
-def make_sample(seed, num_boxes=2):
-    """Points on two boxes and on the ground, cameras looking forward/left."""
-    g = torch.Generator().manual_seed(seed)
-    boxes = torch.tensor([[12., 4., -1.8, 4.2, 1.9, 1.6, 0.3, 2., 0.],
-                          [-8., -15., -1.8, 0.8, 0.7, 1.8, 1.2, 0., 0.]])
-    boxes = boxes[:num_boxes]
-    ground = torch.rand(3000, 2, generator=g) * 100 - 50
-    ground = torch.cat([ground, torch.full((3000, 1), -1.8)], 1)
-    on_boxes = [b[:3] + (torch.rand(200, 3, generator=g) - 0.5) * b[3:6] *
-                torch.tensor([1., 1., 0.]) + torch.tensor([0., 0., 0.8])
-                for b in boxes]
-    xyz = torch.cat([ground] + on_boxes)
-    points = torch.cat([xyz, torch.rand(len(xyz), 1, generator=g),
-                        torch.zeros(len(xyz), 1)], 1)
-    cam2img = np.array([[80., 0, IMG_W / 2, 0], [0, 80., IMG_H / 2, 0],
-                        [0, 0, 1, 0], [0, 0, 0, 1]])
-    front = np.array([[0., -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0],
-                      [0, 0, 0, 1]])
-    left = front @ np.array([[0., 1, 0, 0], [-1, 0, 0, 0], [0, 0, 1, 0],
-                             [0, 0, 0, 1]])
-    sample = Det3DDataSample()
-    sample.set_metainfo(dict(
-        cam2img=np.stack([cam2img] * NUM_CAMS),
-        lidar2cam=np.stack([front, left][:NUM_CAMS]),
-        token=f'sample-{seed}', box_type_3d=LiDARInstance3DBoxes))
-    gt = InstanceData()
-    gt.bboxes_3d = LiDARInstance3DBoxes(boxes, box_dim=9)
-    gt.labels_3d = torch.tensor([0, 7])[:num_boxes]
-    sample.gt_instances_3d = gt
-    masks = torch.zeros(6, 200, 200, dtype=torch.bool)
-    masks[0, 80:120, :] = True  # a road along x
-    sample.gt_masks_bev = masks
-    img = torch.rand(NUM_CAMS, 3, IMG_H, IMG_W, generator=g) * 255
-    return dict(points=points, img=img), sample
-
-
 def make_batch(model, seeds=(0, 1), training=True, num_boxes=2):
-    items = [make_sample(s, num_boxes) for s in seeds]
-    data = dict(inputs=dict(points=[i[0]['points'] for i in items],
-                            img=[i[0]['img'] for i in items]),
-                data_samples=[i[1] for i in items])
-    return model.data_preprocessor(data, training=training)
+    return make_multitask_batch(model, seeds, training, num_boxes=num_boxes)
 
 
 @pytest.fixture(scope='module')

@@ -107,13 +107,18 @@ class BaseLSSViewTransform(BaseModule):
                        (dx * self.downsample, dy * self.downsample))
 
     def _make_frustum(self) -> Tensor:
-        """(D, fH, fW, 3) frustum nodes (u, v, d) in img_aug pixels."""
+        """(D, fH, fW, 3) frustum nodes (u, v, d) in img_aug pixels.
+
+        Pixel centres sit at integer coordinates (the ``cam2img`` / OpenCV
+        convention, see ``fuller.structures.frames``): feature pixel j of
+        stride s covers image pixels [j*s, (j+1)*s) and is centred at
+        ``(j + 0.5) * s - 0.5``."""
         d_min, d_max, d_step = self.dbound
         num_d = int(math.ceil((d_max - d_min) / d_step - 1e-6))
         (img_h, img_w), (feat_h, feat_w) = self.image_size, self.feature_size
         d = d_min + d_step * torch.arange(num_d, dtype=torch.float64)
-        u = (torch.arange(feat_w, dtype=torch.float64) + 0.5) * img_w / feat_w
-        v = (torch.arange(feat_h, dtype=torch.float64) + 0.5) * img_h / feat_h
+        u = (torch.arange(feat_w, dtype=torch.float64) + 0.5) * img_w / feat_w - 0.5
+        v = (torch.arange(feat_h, dtype=torch.float64) + 0.5) * img_h / feat_h - 0.5
         u, v, d = torch.broadcast_tensors(u.view(1, 1, -1), v.view(1, -1, 1),
                                           d.view(-1, 1, 1))
         return torch.stack((u, v, d), dim=-1).float()
@@ -326,7 +331,8 @@ class DepthLSSViewTransform(BaseLSSViewTransform):
             proj = torch.cat((pixel, proj[..., 2:]), dim=-1)
             proj = torch.einsum('nij,npj->npi', img_aug_matrix[b].double(),
                                 proj)
-            col, row = proj[..., 0].floor().long(), proj[..., 1].floor().long()
+            col = (proj[..., 0] + 0.5).floor().long()  # pixel centres at integers
+            row = (proj[..., 1] + 0.5).floor().long()
             valid &= (col >= 0) & (col < img_w) & (row >= 0) & (row < img_h)
             cam_idx = torch.arange(cams, device=col.device).view(-1, 1)
             flat = (cam_idx * img_h + row) * img_w + col

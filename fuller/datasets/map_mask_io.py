@@ -1,0 +1,161 @@
+"""Packed on-disk cache of BEV map masks.
+
+Shape shorthand: C map classes, Y rows (y cells), X columns (x cells).
+
+One file per sample, written by the preprocessing step and read by the
+``LoadBEVMapMasks`` transform at train time (no nuScenes devkit needed then).
+The masks are on a BEV grid in the (un-augmented) LiDAR frame of the sample:
+``masks[c, iy, ix]`` is True when cell (iy, ix) belongs to class c (see
+``fuller.structures.BEVGrid`` for the cell layout).
+
+File format (a compressed ``.npz``, format version 1):
+
+- ``bits``: uint8, ``np.packbits`` of the C-order flattened (C, Y, X) masks.
+- ``shape``: int64 (3,), the (C, Y, X) shape.
+- ``class_names``: unicode (C,), the class of each channel, in order.
+- ``format_version``: int64 scalar.
+
+Public API (stable):
+
+- ``save_map_masks(path, masks_bool, class_names=MAP_CLASSES) -> None``
+- ``load_map_masks(path, class_names=MAP_CLASSES) -> np.ndarray``, (C, Y, X)
+  bool
+- ``read_map_mask_class_names(path) -> tuple of str``
+"""
+import os
+import tempfile
+import zipfile
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
+               'carpark_area', 'divider')
+MAP_MASK_FORMAT_VERSION = 1
+_KEYS = ('bits', 'shape', 'class_names', 'format_version')
+_REGENERATE = ('regenerate the cache with `python tools/create_data.py '
+               'nuscenes ...`')
+
+
+class MapMaskFileError(ValueError):
+    """A map-mask cache file exists but cannot be used."""
+
+
+def save_map_masks(path: str,
+                   masks_bool: np.ndarray,
+                   class_names: Sequence[str] = MAP_CLASSES) -> None:
+    """Atomically write (C, Y, X) boolean masks to ``path`` (a .npz file).
+
+    The data go to a temporary file in the same directory first and are
+    moved into place with ``os.replace``, so a reader never sees a partial
+    file. Parent directories are created.
+    """
+    masks = np.asarray(masks_bool)
+    if masks.dtype != np.bool_:
+        raise TypeError(f'save_map_masks({path!r}): masks must be bool, '
+                        f'got {masks.dtype}')
+    if masks.ndim != 3:
+        raise ValueError(f'save_map_masks({path!r}): masks must be '
+                         f'(C, Y, X), got shape {masks.shape}')
+    class_names = tuple(str(n) for n in class_names)
+    if len(class_names) != masks.shape[0]:
+        raise ValueError(
+            f'save_map_masks({path!r}): {len(class_names)} class names '
+            f'for {masks.shape[0]} mask channels')
+    payload = dict(bits=np.packbits(np.ascontiguousarray(masks).reshape(-1)),
+                   shape=np.asarray(masks.shape, dtype=np.int64),
+                   class_names=np.asarray(class_names, dtype=np.str_),
+                   format_version=np.int64(MAP_MASK_FORMAT_VERSION))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=directory,
+                                    prefix='.' + os.path.basename(path) + '.',
+                                    suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez_compressed(f, **payload)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def _read_npz(path: str) -> dict:
+    """Read all arrays of a cache file; errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'Map-mask cache file not found: {path}; {_REGENERATE}')
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in _KEYS if k not in npz.files]
+            if missing:
+                raise MapMaskFileError(
+                    f'Map-mask cache file {path} lacks {missing}; it is not '
+                    f'a fuller map-mask file; {_REGENERATE}')
+            return {k: npz[k] for k in _KEYS}
+    except MapMaskFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+            zipfile.LargeZipFile) as err:
+        raise MapMaskFileError(
+            f'Map-mask cache file {path} is corrupt or truncated '
+            f'({type(err).__name__}: {err}); {_REGENERATE}') from err
+
+
+def read_map_mask_class_names(path: str) -> Tuple[str, ...]:
+    """The class names stored in a cache file, in channel order."""
+    return tuple(str(n) for n in _read_npz(path)['class_names'])
+
+
+def load_map_masks(
+        path: str,
+        class_names: Optional[Sequence[str]] = MAP_CLASSES) -> np.ndarray:
+    """Read a cache file written by :func:`save_map_masks`.
+
+    Args:
+        path: the .npz file.
+        class_names: the classes to return, in this order (a subset of the
+            stored ones is fine). ``None`` returns every stored channel.
+
+    Returns:
+        np.ndarray: (C, Y, X) bool.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        MapMaskFileError: the file is corrupt, truncated, of another format
+            version, or lacks a requested class.
+    """
+    data = _read_npz(path)
+    version = int(data['format_version'])
+    if version != MAP_MASK_FORMAT_VERSION:
+        raise MapMaskFileError(
+            f'Map-mask cache file {path} has format version {version}, '
+            f'expected {MAP_MASK_FORMAT_VERSION}; {_REGENERATE}')
+    shape = tuple(int(s) for s in data['shape'])
+    stored = tuple(str(n) for n in data['class_names'])
+    bits = data['bits']
+    if (len(shape) != 3 or min(shape) < 0 or len(stored) != shape[0]
+            or bits.dtype != np.uint8 or bits.ndim != 1):
+        raise MapMaskFileError(
+            f'Map-mask cache file {path} is inconsistent: shape {shape}, '
+            f'{len(stored)} class names, bits {bits.dtype}{bits.shape}; '
+            f'{_REGENERATE}')
+    count = int(np.prod(shape))
+    if bits.size != (count + 7) // 8:
+        raise MapMaskFileError(
+            f'Map-mask cache file {path} holds {bits.size} bytes of mask '
+            f'bits, expected {(count + 7) // 8} for shape {shape}; '
+            f'{_REGENERATE}')
+    masks = np.unpackbits(bits, count=count).reshape(shape).view(np.bool_)
+    if class_names is None:
+        return masks
+    missing = [n for n in class_names if n not in stored]
+    if missing:
+        raise MapMaskFileError(
+            f'Map-mask cache file {path} has classes {list(stored)}, '
+            f'not {missing}; {_REGENERATE}')
+    order = [stored.index(n) for n in class_names]
+    if order == list(range(len(stored))):
+        return masks
+    return masks[order]
