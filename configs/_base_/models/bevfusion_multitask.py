@@ -114,5 +114,4 @@ model = dict(
         input_grid=bev_grid,
         map_grid=map_grid,
         loss_type='focal'),
-    loss_weights=dict(det=1.0, seg=1.0),
-    grad_calibrator=None)
+    loss_weights=dict(det=1.0, seg=1.0))
