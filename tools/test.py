@@ -1,13 +1,20 @@
 """Evaluate a fuller checkpoint: ``python tools/test.py CONFIG CHECKPOINT``.
 
 Thin CLI over mmengine's Runner. Multi-GPU: ``tools/dist_test.sh CONFIG CKPT GPUS``.
+``--out-metrics FILE`` also writes the metrics as JSON (atomically).
 """
 import argparse
+import json
 import os
 import os.path as osp
+import tempfile
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.runner import Runner
+
+from fuller.compat import register_checkpoint_safe_globals
+from fuller.utils.config_utils import set_data_root
 
 
 def parse_args(argv=None):
@@ -15,6 +22,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where metrics and logs go')
+    parser.add_argument('--data-root', help='dataroot with tables + infos; '
+                        'overrides every dataloader and nuScenes evaluator')
+    parser.add_argument('--out-metrics', help='write the metrics to a JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
     parser.add_argument('--launcher', default='none',
@@ -26,12 +36,24 @@ def parse_args(argv=None):
     return args
 
 
+def write_json_atomic(path: str, obj) -> None:
+    out_dir = osp.dirname(osp.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from fuller.compat import register_checkpoint_safe_globals
     register_checkpoint_safe_globals()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
@@ -41,7 +63,11 @@ def main(argv=None):
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    if args.out_metrics and is_main_process():
+        write_json_atomic(args.out_metrics,
+                          {k: float(v) for k, v in metrics.items()})
+    return metrics
 
 
 if __name__ == '__main__':

@@ -9,6 +9,9 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
+from fuller.compat import register_checkpoint_safe_globals
+from fuller.utils.config_utils import set_data_root
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a fuller model')
@@ -24,6 +27,8 @@ def parse_args(argv=None):
         'dir when no path is given')
     parser.add_argument('--load-from', help='initialise weights from CKPT '
                         '(e.g. the LiDAR-only stage of the two-stage recipe)')
+    parser.add_argument('--data-root', help='dataroot with tables + infos; '
+                        'overrides every dataloader and nuScenes evaluator')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value')
     parser.add_argument('--launcher', default='none',
@@ -38,6 +43,8 @@ def parse_args(argv=None):
 def build_config(args) -> Config:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
+    if args.data_root is not None:
+        set_data_root(cfg, args.data_root)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
@@ -68,7 +75,6 @@ def build_config(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
-    from fuller.compat import register_checkpoint_safe_globals
     register_checkpoint_safe_globals()
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg)

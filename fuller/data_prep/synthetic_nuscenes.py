@@ -263,8 +263,11 @@ def _generate(out, plan, size, seed, version, keyframes, sweeps, azimuths,
         scenes.append(dict(name=name, split=split, location=loc, **stats,
                            unseen_classes=layout.unseen_classes))
         if verbose:
+            unseen = ', '.join(layout.unseen_classes)
             print(f'[synthetic-nuscenes] {name} ({split}, {loc}): '
-                  f'{stats["num_annotations"]} annotations')
+                  f'{stats["num_annotations"]} annotations' +
+                  (f'; no LiDAR returns in range for: {unseen}'
+                   if unseen else ''))
     os.makedirs(osp.join(out, 'maps', 'expansion'))
     for loc, builder in maps.items():
         map_token = make_token(seed, 'map', loc)

@@ -107,7 +107,10 @@ class MapExpansion:
 
     def _polygon(self, poly, offset) -> str:
         tok = self._token('polygon')
-        ring = lambda r: np.asarray(r.coords)[:-1] + offset
+
+        def ring(r):  # shapely rings repeat the first point; nodes do not
+            return np.asarray(r.coords)[:-1] + offset
+
         holes = [dict(node_tokens=self._nodes(ring(r)))
                  for r in poly.interiors]
         self.layers['polygon'].append(dict(

@@ -16,10 +16,10 @@ direction and one speed per track), so objects of one track keep their gaps;
 placement is rejection-sampled against every other object at several times.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
-from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry import Polygon
 from shapely.ops import unary_union
 
 # detection class -> nuScenes categories (first is the common one), mean size
@@ -265,11 +265,11 @@ def _roads(paths, info, elements):
                                         CROSS_HALF)])
     cross_seg = polygons_of(cross.strip(0, clen, -CROSS_HALF, CROSS_HALF)
                             .difference(junction))[0]
-    parts = [(main, lo, i0, PARK_HALF, main.strip(lo, i0, -PARK_HALF,
-                                                    PARK_HALF), False),
+    parts = [(main, lo, i0, PARK_HALF,
+              main.strip(lo, i0, -PARK_HALF, PARK_HALF), False),
              (None, 0, 0, 0, polygons_of(junction)[0], True),
-             (main, i1, hi, PARK_HALF, main.strip(i1, hi, -PARK_HALF,
-                                                    PARK_HALF), False),
+             (main, i1, hi, PARK_HALF,
+              main.strip(i1, hi, -PARK_HALF, PARK_HALF), False),
              (cross, info['sc_edge'], clen, CROSS_HALF, cross_seg, False),
              (service, service.s[0], service.s[-1], LANE_W,
               service.strip(service.s[0], service.s[-1], -LANE_W, LANE_W),
@@ -294,7 +294,6 @@ def _roads(paths, info, elements):
                             parts[4][4], elements['carpark_area'][0]['polygon'],
                             main.strip(dw, dw + 6, -15.5, -WALK_OUT)])
     elements['drivable_area'] = polygons_of(drivable)
-
 
 
 MAP_LAYERS = ('drivable_area', 'road_segment', 'road_block', 'lane',
@@ -383,10 +382,11 @@ def _lanes_and_dividers(paths, info, el):
              (service, sv0, sv1, 0., LANE_W, -1, s_rd, None)]
     for path, s0, s1, d0, d1, direction, b0, b1 in specs:
         a, b = (s0, s1) if direction > 0 else (s1, s0)
-        edge = lambda s: path.to_xy(np.array([s, s]), np.array([d0, d1]))
+        edges = tuple(path.to_xy(np.array([s, s]), np.array([d0, d1]))
+                      for s in (a, b))
         el['lane'].append(dict(
             polygon=path.strip(s0, s1, d0, d1),
             centre=path.polyline(a, b, (d0 + d1) / 2, 5.0),
             left=b1 if direction > 0 else b0,
             right=b0 if direction > 0 else b1,
-            edges=(edge(a), edge(b))))
+            edges=edges))

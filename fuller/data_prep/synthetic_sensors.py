@@ -11,7 +11,6 @@ A ray is ``origin + t * dir`` with ``dir`` of unit length, so ``t`` is metres.
 """
 from typing import Dict, Tuple
 
-import cv2
 import numpy as np
 
 # Real nuScenes calibrations, copied from the calibrated_sensor records of
@@ -222,6 +221,20 @@ def lidar_box_counts(origin, sensor2local_rot, dirs_sensor, boxes):
                        minlength=len(boxes['yaw']))
 
 
+def _clamp_into_boxes(points, idx, boxes, inset: float = 0.01):
+    """Move box returns (P, 3) at least ``inset`` inside their box (P,), so
+    that rounding never puts them on or past a face."""
+    c, s = np.cos(boxes['yaw'][idx]), np.sin(boxes['yaw'][idx])
+    rel = points - boxes['centre'][idx]
+    local = np.stack([c * rel[:, 0] + s * rel[:, 1],
+                      -s * rel[:, 0] + c * rel[:, 1], rel[:, 2]], 1)
+    half = boxes['size'][idx][:, [1, 0, 2]] / 2 - inset
+    local = np.clip(local, -half, half)
+    return boxes['centre'][idx] + np.stack(
+        [c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1],
+         local[:, 2]], 1)
+
+
 def lidar_sweep(origin, sensor2local_rot, dirs_sensor, boxes, ground,
                 rng) -> Tuple[np.ndarray, np.ndarray]:
     """One LiDAR sweep.
@@ -236,11 +249,12 @@ def lidar_sweep(origin, sensor2local_rot, dirs_sensor, boxes, ground,
     noise = rng.normal(0, 2, len(t))
     keep = np.isfinite(t)
     t, on_box, idx, dirs = t[keep], on_box[keep], idx[keep], dirs[keep]
-    xy = origin[:2] + t[:, None] * dirs[:, :2]
+    points = origin + t[:, None] * dirs  # local frame
+    points[on_box] = _clamp_into_boxes(points[on_box], idx[on_box], boxes)
     intensity = np.where(on_box, boxes['intensity'][np.maximum(idx, 0)],
-                         ground.intensity_at(xy))
+                         ground.intensity_at(points[:, :2]))
     intensity = np.clip(np.round(intensity + noise[keep]), 0, 255)
-    points = np.concatenate([t[:, None] * dirs_sensor[keep],
+    points = np.concatenate([(points - origin) @ sensor2local_rot,
                              intensity[:, None], ring[keep, None]], 1)
     return points.astype(np.float32), np.where(on_box, idx, -1)
 

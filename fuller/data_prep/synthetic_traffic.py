@@ -13,7 +13,7 @@ the ego vehicle and every placed object at every checked time, and if its
 extent along the track avoids the track's forbidden intervals (junction,
 zebra, driveway).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 from shapely.geometry import Polygon
