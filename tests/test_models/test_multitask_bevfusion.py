@@ -184,3 +184,23 @@ def test_empty_scan_error(tiny_model):
         batch['inputs']['voxels']['coors'][:0]
     with pytest.raises(ValueError, match='no LiDAR point'):
         tiny_model(**batch, mode='loss')
+
+
+def test_user_config_swaps_in_centerhead():
+    """The README's example: a config that inherits the tiny FULLER config
+    and replaces the detection head with mmdet3d's CenterHead."""
+    from mmdet3d.models.dense_heads import CenterHead
+    init_default_scope('mmdet3d')
+    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fuller' /
+                              'fuller_tiny-centerhead_1xb2-6e_synthetic-nus.py'))
+    assert 'num_proposals' not in cfg.model.det_head  # _delete_ worked
+    model = build(cfg.model)
+    assert isinstance(model.heads['det'], CenterHead)
+    assert model.grad_calibrator is not None
+    losses = model(**make_batch(model), mode='loss')
+    assert any(k.startswith('det/') for k in losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        out = model(**make_batch(model, training=False), mode='predict')
+    assert isinstance(out[0].pred_instances_3d.bboxes_3d, LiDARInstance3DBoxes)

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from mmdet3d.models.dense_heads import CenterHead
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
 
@@ -39,6 +40,12 @@ TASKS = ('det', 'seg')
 
 def _build(cfg: Optional[dict]) -> Optional[nn.Module]:
     return None if cfg is None else MODELS.build(cfg)
+
+
+def _head_input(head: nn.Module, shared: Tensor):
+    """mmdet3d's CenterHead takes a list of (multi-level) maps; fuller's
+    heads take the one shared map."""
+    return [shared] if isinstance(head, CenterHead) else shared
 
 
 @MODELS.register_module()
@@ -188,7 +195,8 @@ class MultiTaskBEVFusion(Base3DDetector):
             per_task = {t: shared for t in self.tasks}
         losses = {}
         for task, head in self.heads.items():
-            task_losses = head.loss(per_task[task], batch_data_samples)
+            task_losses = head.loss(_head_input(head, per_task[task]),
+                                    batch_data_samples)
             for name, value in task_losses.items():
                 if 'loss' in name:
                     value = value * self.loss_weights[task]
@@ -215,8 +223,9 @@ class MultiTaskBEVFusion(Base3DDetector):
     def predict(self, batch_inputs_dict: dict, batch_data_samples) -> list:
         shared = self.extract_feat(batch_inputs_dict)
         if 'det' in self.heads:
-            det_results = self.heads['det'].predict(shared,
-                                                    batch_data_samples)
+            head = self.heads['det']
+            det_results = head.predict(_head_input(head, shared),
+                                       batch_data_samples)
         else:
             det_results = [InstanceData() for _ in batch_data_samples]
         samples = self.add_pred_to_datasample(batch_data_samples, det_results)
@@ -231,5 +240,5 @@ class MultiTaskBEVFusion(Base3DDetector):
         shared = self.extract_feat(batch_inputs_dict)
         out = {'shared_bev': shared}
         for task, head in self.heads.items():
-            out[task] = head(shared)
+            out[task] = head(_head_input(head, shared))
         return out
