@@ -187,13 +187,53 @@ def run(model_builder: Optional[Builder] = None, iters: int = 10,
     return report
 
 
+def build_tiny_multitask(device: str = 'cpu', batch: int = 2):
+    """fuller's tiny MultiTaskBEVFusion (configs/_base_/models/
+    bevfusion_multitask_tiny.py) with FULLER on, and a fixed hand-made
+    batch (fuller.testing): the model of the README's overhead figure."""
+    from pathlib import Path
+
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import fuller  # noqa: F401
+    from fuller.testing import make_multitask_batch
+    from mmdet3d.registry import MODELS
+    init_default_scope('mmdet3d')
+    cfg_path = Path(__file__).resolve().parents[2] / 'configs' / '_base_' / \
+        'models' / 'bevfusion_multitask_tiny.py'
+    cfg = Config.fromfile(str(cfg_path)).model
+    cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg).to(device)
+    model.init_weights()
+    model.eval()  # no dropout: the three modes see identical computations
+    data = make_multitask_batch(model, seeds=tuple(range(batch)))
+
+    def compute_losses(m):
+        per_task = {}
+        for name, value in m(**data, mode='loss').items():
+            if 'loss' in name:
+                task = name.split('/')[0]
+                per_task[task] = per_task.get(task, 0) + value
+        return per_task
+
+    return model, compute_losses
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', choices=['tiny', 'stand-in'],
+                        default='tiny', help="fuller's tiny multi-task model "
+                        'or a small stand-in conv model')
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
-    print(json.dumps(run(iters=args.iters, warmup=args.warmup,
+    builder = None
+    if args.model == 'tiny':
+        builder = lambda: build_tiny_multitask(args.device)  # noqa: E731
+    print(json.dumps(run(builder, iters=args.iters, warmup=args.warmup,
                          device=args.device), indent=2))
 
 
