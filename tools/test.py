@@ -14,7 +14,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from fuller.compat import register_checkpoint_safe_globals
-from fuller.utils.config_utils import set_data_root
+from fuller.utils.config_utils import apply_cli_overrides
 
 
 def parse_args(argv=None):
@@ -50,17 +50,10 @@ def main(argv=None):
     register_checkpoint_safe_globals()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.data_root is not None:
-        set_data_root(cfg, args.data_root)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = apply_cli_overrides(
+        Config.fromfile(args.config), args.config, launcher=args.launcher,
+        data_root=args.data_root, cfg_options=args.cfg_options,
+        work_dir=args.work_dir)
     cfg.load_from = args.checkpoint
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()

@@ -33,3 +33,22 @@ def set_data_root(cfg: Config, data_root: str) -> None:
                 ev.data_root = root
             if ev.get('ann_file'):
                 ev.ann_file = osp.join(root, osp.basename(ev.ann_file))
+
+
+def apply_cli_overrides(cfg: Config, config_path: str, *, launcher: str,
+                        data_root=None, cfg_options=None,
+                        work_dir=None) -> Config:
+    """What tools/train.py and tools/test.py both do with their arguments:
+    launcher, ``--data-root``, ``--cfg-options`` (applied last, so they win)
+    and the work dir (default ``work_dirs/<config name>``)."""
+    cfg.launcher = launcher
+    if data_root is not None:
+        set_data_root(cfg, data_root)
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+    return cfg

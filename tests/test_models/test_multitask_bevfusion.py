@@ -204,3 +204,21 @@ def test_user_config_swaps_in_centerhead():
     with torch.no_grad():
         out = model(**make_batch(model, training=False), mode='predict')
     assert isinstance(out[0].pred_instances_3d.bboxes_3d, LiDARInstance3DBoxes)
+
+
+def test_depth_lss_variant_gets_lidar_points():
+    cfg = tiny_model_cfg()
+    cfg.view_transform.type = 'DepthLSSViewTransform'
+    model = build(cfg)
+    assert model.view_transform.uses_points
+    calls = []
+    orig = model.view_transform.points_to_depth_map
+
+    def spy(points, *args):
+        calls.append(len(points))
+        return orig(points, *args)
+
+    model.view_transform.points_to_depth_map = spy
+    losses = model(**make_batch(model), mode='loss')
+    assert calls == [2]  # the batch's two point clouds reached the depth net
+    assert all(torch.isfinite(v).all() for v in losses.values())

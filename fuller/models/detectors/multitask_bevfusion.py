@@ -154,7 +154,7 @@ class MultiTaskBEVFusion(Base3DDetector):
         feats = feats.unflatten(0, (B, N))  # (B, N, C, fH, fW)
         matrices = (inputs['cam2img'], inputs['lidar2cam'],
                     inputs['img_aug_matrix'], inputs['lidar_aug_matrix'])
-        if getattr(self.view_transform, 'uses_points', False):
+        if getattr(self.view_transform, 'uses_points', False):  # DepthLSS
             return self.view_transform(feats, inputs['points'], *matrices)
         return self.view_transform(feats, *matrices)
 

@@ -274,6 +274,7 @@ class DepthLSSViewTransform(BaseLSSViewTransform):
     """
 
     depth_enc_channels = (8, 32, 64)
+    uses_points = True  # forward takes the LiDAR points (see the detector)
 
     def __init__(self, *, in_channels: int, out_channels: int,
                  image_size: Sequence[int], feature_size: Sequence[int],
