@@ -13,8 +13,6 @@ transform needs, as float32 tensors on the model's device:
 - ``lidar_aug_matrix`` (B, 4, 4): original -> augmented LiDAR frame
   (identity when the pipeline had no BEV augmentation).
 """
-from typing import List
-
 import numpy as np
 import torch
 
@@ -82,7 +80,3 @@ class MultiModalDataPreprocessor(Det3DDataPreprocessor):
         if mat is None:
             return np.eye(4, dtype=np.float32)
         return _as_4x4(mat, 'lidar_aug_matrix', self._token(sample))
-
-    @staticmethod
-    def stacked_keys() -> List[str]:
-        return list(CAMERA_MATRIX_KEYS) + ['lidar_aug_matrix']
