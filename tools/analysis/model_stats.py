@@ -6,7 +6,11 @@ P LiDAR points, M voxels, C channels, Y/X BEV cells.
 Usage::
 
     python tools/analysis/model_stats.py CONFIG [--repeat N] [--batch-size B]
-        [--points P] [--json OUT]
+        [--points P] [--threads T] [--json OUT]
+
+On a shared machine use ``--threads 1``: with 2 threads and other jobs on
+the cores, every parallel region waits for a descheduled thread and the
+timings can grow 40x.
 
 The model is built with the image backbone's ``init_cfg`` removed (no
 download), ``init_weights`` run, in eval mode under ``torch.no_grad``. One
@@ -231,8 +235,8 @@ def staged_forward(model, batch, timer: Callable):
     return shared, bevs
 
 
-def time_stages(model, data, repeat: int) -> Dict[str, float]:
-    """Median seconds per stage (and per whole forward) over ``repeat``."""
+def time_stages(model, data, repeat: int) -> Dict[str, List[float]]:
+    """Seconds per stage (and per whole forward) of ``repeat`` runs."""
     runs: Dict[str, List[float]] = {}
 
     def timer(name, fn, *args):
@@ -252,7 +256,7 @@ def time_stages(model, data, repeat: int) -> Dict[str, float]:
               copy.deepcopy(batch['data_samples']), 'predict')
         if i == 0:
             runs = {}
-    return {k: statistics.median(v) for k, v in runs.items()}
+    return runs
 
 
 def head_settings(task: str, cfg) -> dict:
@@ -291,27 +295,31 @@ def fmt_params(n: int) -> str:
 
 
 def stage_table(report: dict) -> List[str]:
-    m, lat = report['meta'], report['latency_s']
+    m = report['meta']
+    med, best = report['latency_s'], report['latency_min_s']
     lines = [f"### {m['config']}", '',
              f"CPU, torch {m['torch']}, {m['threads']} threads; batch "
              f"{m['batch_size']} x {m['num_cams']} cameras {m['image_size']}"
-             f", {m['points']:,} points/sample -> {m['voxels']:,} voxels/batch; "
-             f"shared BEV {m['shared_bev']}; median of {m['repeat']} runs "
-             'after 1 warm-up, eval mode, no_grad.', '',
-             '| stage | params | CPU latency (ms) |', '|---|---:|---:|']
-    for name, n in report['params'].items():
-        t = f'{1e3 * lat[name]:.0f}' if name in lat else '-'
-        lines.append(f'| {name} | {fmt_params(n)} | {t} |')
-    staged = sum(v for k, v in lat.items() if k in report['params'])
+             f", {m['points']:,} points/sample -> {m['voxels']:,} "
+             f"voxels/batch; shared BEV {m['shared_bev']}; {m['repeat']} "
+             'runs after 1 warm-up, eval mode, no_grad; data_preprocessor '
+             '= image normalisation + padding + voxelisation.', '',
+             '| stage | params | CPU latency median (min), ms |',
+             '|---|---:|---:|']
+
+    def ms(name):
+        return f'{1e3 * med[name]:.0f} ({1e3 * best[name]:.0f})'
+    rows = [(n, fmt_params(p)) for n, p in report['params'].items()] + [
+        ('data_preprocessor', '0'), ('voxelisation', '0')]
+    lines += [f"| {n} | {p} | {ms(n) if n in med else '-'} |"
+              for n, p in rows]
+    staged = [k for k in report['params'] if k in med]
     return lines + [
-        f"| data_preprocessor (img norm + pad + voxelisation) | 0 | "
-        f"{1e3 * lat['data_preprocessor']:.0f} |",
-        f"| voxelisation (within the above) | 0 | "
-        f"{1e3 * lat['voxelisation']:.0f} |",
-        f'| sum of model stages | | {1e3 * staged:.0f} |',
+        f'| sum of model stages | | {1e3 * sum(med[k] for k in staged):.0f}'
+        f' ({1e3 * sum(best[k] for k in staged):.0f}) |',
         f"| **whole model** (forward, mode=predict) | "
         f"**{fmt_params(report['total_params'])}** | "
-        f"**{1e3 * lat['total forward (mode=predict)']:.0f}** |"]
+        f"**{ms('total forward (mode=predict)')}** |"]
 
 
 def head_table(report: dict) -> List[str]:
@@ -352,6 +360,7 @@ def write_json_atomic(obj: dict, path: str) -> None:
     try:
         with os.fdopen(fd, 'w') as f:
             json.dump(obj, f, indent=2)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -367,13 +376,16 @@ def parse_args(argv=None):
     p.add_argument('--points', type=int, default=None,
                    help='LiDAR points per sample (default: 200000 for a '
                    'config with eval max_voxels >= 100k, else 30000)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: torch\'s default)')
     p.add_argument('--json', default=None, help='also write JSON here')
     args = p.parse_args(argv)
     if not os.path.isfile(args.config):
         p.error(f'config file {args.config} does not exist')
-    if args.repeat < 1 or args.batch_size < 1 or (
-            args.points is not None and args.points < 1):
-        p.error('--repeat, --batch-size and --points must be positive')
+    if min(args.repeat, args.batch_size, args.points or 1,
+           args.threads or 1) < 1:
+        p.error('--repeat, --batch-size, --points and --threads must be '
+                'positive')
     return args
 
 
@@ -395,7 +407,7 @@ def measure(args) -> dict:
             raise RuntimeError('model_stats: the staged forward does not '
                                'reproduce model.extract_feat; update '
                                'staged_forward to the detector')
-        latency = time_stages(model, data, args.repeat)
+        runs = time_stages(model, data, args.repeat)
         heads = head_stats(model, model_cfg, batch, args.repeat)
     vt = model.view_transform
     meta = dict(config=args.config, torch=torch.__version__,
@@ -408,13 +420,17 @@ def measure(args) -> dict:
                 modality_bev=[list(b.shape[1:]) for b in bevs])
     params = stage_params(model)
     return dict(meta=meta, params=params, total_params=count(model),
-                latency_s=latency, heads=heads)
+                latency_s={k: statistics.median(v) for k, v in runs.items()},
+                latency_min_s={k: min(v) for k, v in runs.items()},
+                heads=heads)
 
 
 def main(argv=None):
     args = parse_args(argv)
     # init_weights logs every parameter at INFO
     MMLogger.get_current_instance().setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     report = measure(args)
     if args.json:
         write_json_atomic(report, args.json)

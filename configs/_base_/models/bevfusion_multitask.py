@@ -72,7 +72,8 @@ model = dict(
         order=('conv', 'norm', 'act'),
         norm_cfg=dict(type='BN1d', eps=1e-3, momentum=0.01),
         encoder_channels=((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128)),
-        encoder_paddings=((0, 0, 1), (0, 0, 1), (0, 0, (1, 1, 0)), (0, 0)),
+        # mmdet3d's SparseEncoder pads (z, y, x): (0, 1, 1) keeps 1440 -> 180 in x and y
+        encoder_paddings=((0, 0, 1), (0, 0, 1), (0, 0, (0, 1, 1)), (0, 0)),
         block_type='basicblock'),
     fuser=dict(type='ConvFuser', in_channels=[80, 256], out_channels=256),
     decoder=dict(
