@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-data/nuscenes-synthetic}
 WORK=${WORK:-work_dirs/demo}
-EPOCHS=${EPOCHS:-6}
+EPOCHS=${EPOCHS:-24}
 DEMO_BASELINE=${DEMO_BASELINE:-1}
 start=$(date +%s)
 
@@ -25,7 +25,8 @@ $PY tools/create_data.py nuscenes --root-path "$DATA" --out-dir "$DATA" --versio
 train_and_test() {  # NAME CONFIG
   local name=$1 config=$2
   $PY tools/train.py "$config" --work-dir "$WORK/$name" --data-root "$DATA" \
-      --cfg-options train_cfg.max_epochs="$EPOCHS" train_cfg.val_interval="$EPOCHS"
+      --cfg-options train_cfg.max_epochs="$EPOCHS" train_cfg.val_interval="$EPOCHS" \
+      param_scheduler.1.T_max="$EPOCHS" param_scheduler.1.end="$EPOCHS"
   $PY tools/test.py "$config" "$WORK/$name/epoch_$EPOCHS.pth" --work-dir "$WORK/$name" \
       --data-root "$DATA" --out-metrics "$WORK/$name/metrics.json"
 }
