@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-data/nuscenes-synthetic}
 WORK=${WORK:-work_dirs/demo}
-EPOCHS=${EPOCHS:-24}
+EPOCHS=${EPOCHS:-24}  # = max_epochs of the tiny configs
 DEMO_BASELINE=${DEMO_BASELINE:-1}
 start=$(date +%s)
 
@@ -31,10 +31,10 @@ train_and_test() {  # NAME CONFIG
       --data-root "$DATA" --out-metrics "$WORK/$name/metrics.json"
 }
 
-train_and_test fuller configs/fuller/fuller_tiny_1xb2-6e_synthetic-nus.py
+train_and_test fuller configs/fuller/fuller_tiny_1xb2-24e_synthetic-nus.py
 runs=(--run FULLER "$WORK/fuller/metrics.json")
 if [ "$DEMO_BASELINE" = 1 ]; then
-  train_and_test baseline configs/bevfusion/bevfusion_tiny_1xb2-6e_synthetic-nus.py
+  train_and_test baseline configs/bevfusion/bevfusion_tiny_1xb2-24e_synthetic-nus.py
   runs+=(--run "plain sum" "$WORK/baseline/metrics.json")
 fi
 $PY tools/analysis/plot_calibration.py "$WORK/fuller" --out-dir "$WORK/fuller/calibration_plots"

@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import REPO_ROOT
 
-CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-6e_synthetic-nus.py'
+CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 
 
 def run_tool(*args, timeout=900):

@@ -10,7 +10,7 @@ _base_ = [
 model = dict(grad_calibrator=dict(task_method='imtl_g', modality_target='mean'))
 
 lr = 2e-3
-max_epochs = 6
+max_epochs = 24
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.33333, by_epoch=False, begin=0, end=20),

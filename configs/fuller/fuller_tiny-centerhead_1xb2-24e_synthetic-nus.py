@@ -1,7 +1,7 @@
 # Example of a user config: the tiny FULLER model with mmdet3d's CenterHead instead of the
 # TransFusion-style query head. Only the detection head changes; `_delete_=True` drops the
 # inherited head's keys. The grid numbers below are the tiny model's (0.3 m voxels, stride 4).
-_base_ = ['./fuller_tiny_1xb2-6e_synthetic-nus.py']
+_base_ = ['./fuller_tiny_1xb2-24e_synthetic-nus.py']
 
 point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
 voxel_size = [0.3, 0.3, 0.4]
