@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import tempfile
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
@@ -15,6 +14,7 @@ from mmengine.runner import Runner
 
 from fuller.compat import register_checkpoint_safe_globals
 from fuller.utils.config_utils import apply_cli_overrides
+from fuller.utils.io import atomic_open
 
 
 def parse_args(argv=None):
@@ -36,15 +36,6 @@ def parse_args(argv=None):
     return args
 
 
-def write_json_atomic(path: str, obj) -> None:
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     args = parse_args(argv)
     register_checkpoint_safe_globals()
@@ -58,8 +49,9 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if args.out_metrics and is_main_process():
-        write_json_atomic(args.out_metrics,
-                          {k: float(v) for k, v in metrics.items()})
+        with atomic_open(args.out_metrics) as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=2,
+                      sort_keys=True)
     return metrics
 
 

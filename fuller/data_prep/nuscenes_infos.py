@@ -35,10 +35,8 @@ The schema is mmdet3d 1.4's v2 nuScenes info (``tools/dataset_converters``:
 fuller adds ``location`` (map name), ``scene_token``, ``map_mask_path``
 (relative to the output directory) and ``attr_label`` on each instance.
 """
-import os
 import os.path as osp
 import pickle
-import tempfile
 import warnings
 from typing import Callable, Dict, List
 
@@ -49,6 +47,7 @@ from tqdm import tqdm
 
 from fuller.data_prep import bev_map_masks
 from fuller.structures.frames import invert_transform, make_transform
+from fuller.utils.io import atomic_open
 
 NUS_CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle',
                'bicycle', 'motorcycle', 'pedestrian', 'traffic_cone',
@@ -320,19 +319,8 @@ def info_metainfo(version: str) -> dict:
 
 def write_pickle_atomic(obj, path: str) -> None:
     """Pickle ``obj`` to ``path`` via a temp file and ``os.replace``."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory,
-                               prefix='.' + osp.basename(path) + '.',
-                               suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, 'wb') as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_nuscenes(root: str, version: str):

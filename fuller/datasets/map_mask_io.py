@@ -23,11 +23,12 @@ Public API (stable):
 - ``read_map_mask_class_names(path) -> tuple of str``
 """
 import os
-import tempfile
 import zipfile
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..utils.io import atomic_open
 
 MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
                'carpark_area', 'divider')
@@ -66,19 +67,8 @@ def save_map_masks(path: str,
                    shape=np.asarray(masks.shape, dtype=np.int64),
                    class_names=np.asarray(class_names, dtype=np.str_),
                    format_version=np.int64(MAP_MASK_FORMAT_VERSION))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory,
-                                    prefix='.' + os.path.basename(path) + '.',
-                                    suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, **payload)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_open(path, 'wb') as f:
+        np.savez_compressed(f, **payload)
 
 
 def _read_npz(path: str) -> dict:

@@ -6,10 +6,10 @@
 """
 import argparse
 import json
-import os
 import os.path as osp
-import tempfile
 from typing import Dict, List, Tuple
+
+from fuller.utils.io import atomic_open
 
 DET = 'NuScenes metric/pred_instances_3d_NuScenes/'
 MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
@@ -50,12 +50,8 @@ def render(runs: List[Tuple[str, Dict[str, float]]], notes: str = '') -> str:
 
 
 def write_atomic(path: str, text: str) -> None:
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
+    with atomic_open(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

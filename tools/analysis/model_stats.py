@@ -32,7 +32,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -46,6 +45,7 @@ from mmengine.registry import init_default_scope
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import fuller  # noqa: E402,F401
 from fuller.compat import set_spconv_algo  # noqa: E402
+from fuller.utils.io import atomic_open  # noqa: E402
 from mmdet3d.registry import MODELS  # noqa: E402
 from mmdet3d.structures import (Det3DDataSample,  # noqa: E402
                                 LiDARInstance3DBoxes)
@@ -354,17 +354,8 @@ def markdown(report: dict) -> str:
 
 
 def write_json_atomic(obj: dict, path: str) -> None:
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(obj, f, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=2)
 
 
 def parse_args(argv=None):

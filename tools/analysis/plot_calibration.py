@@ -16,11 +16,11 @@ The first argument is a scalars.json file or a work dir (its newest
 """
 import argparse
 import json
-import os
-import tempfile
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from fuller.utils.io import atomic_open
 
 Series = Dict[str, Tuple[List[float], List[float]]]
 
@@ -75,14 +75,8 @@ def group_series(series: Series, prefix: str = 'calib/'
 
 
 def _save_atomic(fig, out_path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, suffix='.png')
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(str(out_path), 'wb') as f:
+        fig.savefig(f, dpi=100, format='png')
 
 
 def plot_calibration(json_path: str, out_dir: Optional[str] = None,
