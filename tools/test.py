@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 from fuller.compat import register_checkpoint_safe_globals
 from fuller.utils.config_utils import apply_cli_overrides
+from fuller.utils.dist import setup_cpu_distributed
 from fuller.utils.io import atomic_open
 
 
@@ -46,6 +47,7 @@ def main(argv=None):
         data_root=args.data_root, cfg_options=args.cfg_options,
         work_dir=args.work_dir)
     cfg.load_from = args.checkpoint
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if args.out_metrics and is_main_process():

@@ -10,6 +10,7 @@ from mmengine.runner import Runner
 
 from fuller.compat import register_checkpoint_safe_globals
 from fuller.utils.config_utils import apply_cli_overrides
+from fuller.utils.dist import setup_cpu_distributed
 
 
 def parse_args(argv=None):
@@ -69,6 +70,7 @@ def main(argv=None):
     args = parse_args(argv)
     register_checkpoint_safe_globals()
     cfg = build_config(args)
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

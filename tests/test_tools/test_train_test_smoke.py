@@ -76,3 +76,24 @@ def test_test_tool_reports_devkit_and_map_metrics(trained, synthetic_dataroot):
     if results:
         sub = json.loads(results[0].read_text())
         assert sub['meta']['use_lidar'] and sub['meta']['use_camera']
+
+
+def test_dist_train_two_cpu_processes(synthetic_dataroot, tmp_path):
+    """tools/dist_train.sh CONFIG 2 on a machine without CUDA: torchrun,
+    gloo, DDP with device_ids=None, FULLER's in-backward all-reduce."""
+    import os
+    env = dict(os.environ, PORT='29617', PYTHONWARNINGS='ignore',
+               PATH=f'{os.path.dirname(sys.executable)}:{os.environ["PATH"]}')
+    work = tmp_path / 'ddp'
+    proc = subprocess.run(
+        ['bash', str(REPO_ROOT / 'tools' / 'dist_train.sh'), str(CONFIG), '2',
+         '--work-dir', str(work), '--data-root', str(synthetic_dataroot),
+         '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=10',
+         'default_hooks.logger.interval=1', 'custom_hooks.2.warmup_iters=0'],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'Distributed training: True' in out
+    assert (work / 'epoch_1.pth').is_file()
+    scalars = next(work.glob('*/vis_data/scalars.json'))
+    assert 'calib/alpha/det' in scalars.read_text()
