@@ -68,9 +68,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .grad_functions import ModalityGradCalibration, TaskGradCalibration
-from .task_weights import (MODALITY_TARGETS, TASK_METHODS, TaskWeights,
-                           compute_task_weights, cosine_matrix, gram_matrix,
-                           modality_scales)
+from .task_weights import (MODALITY_TARGETS, TASK_MAGNITUDES, TASK_METHODS,
+                           TaskWeights, compute_task_weights, cosine_matrix,
+                           gram_matrix, match_sum_magnitude, modality_scales)
 
 SharedFeat = Union[Tensor, Sequence[Tensor]]
 
@@ -89,6 +89,10 @@ class GradientCalibrator:
         seed: seed of PCGrad's task order (combined with the step count).
         zero_tol: relative norm under which a task counts as zero.
         rcond: relative eigenvalue cut-off of IMTL-G's pseudo-inverse.
+        task_magnitude: 'weights' uses the method's weights as they are
+            (IMTL-G's sum to one, as published); 'sum' keeps their direction
+            but scales the aggregated trunk gradient to the length of the
+            plain summed gradient (see ``match_sum_magnitude``).
     """
 
     def __init__(self, task_method: str = 'imtl_g',
@@ -96,8 +100,13 @@ class GradientCalibrator:
                  enable_modality: bool = True,
                  modality_names: Sequence[str] = ('camera', 'lidar'),
                  sync_ddp: bool = True, seed: int = 0,
-                 zero_tol: float = 1e-10, rcond: float = 1e-6):
+                 zero_tol: float = 1e-10, rcond: float = 1e-6,
+                 task_magnitude: str = 'weights'):
         where = 'fuller/calibration/calibrator.py'
+        if task_magnitude not in TASK_MAGNITUDES:
+            raise ValueError(f'{where}: unknown task_magnitude '
+                             f'{task_magnitude!r}; choose one of '
+                             f'{TASK_MAGNITUDES}')
         if task_method not in TASK_METHODS:
             raise ValueError(f'{where}: unknown task_method {task_method!r}; '
                              f'choose one of {TASK_METHODS}')
@@ -118,6 +127,7 @@ class GradientCalibrator:
         self.seed = int(seed)
         self.zero_tol = zero_tol
         self.rcond = rcond
+        self.task_magnitude = task_magnitude
         self.record_stats = False
         self.grad_scale: Optional[float] = None
         self.step = 0
@@ -208,6 +218,8 @@ class GradientCalibrator:
         method = self.task_method if enabled else 'sum'
         result = compute_task_weights(gram, method, self.zero_tol, self.rcond,
                                       generator)
+        if enabled and self.task_magnitude == 'sum':
+            result.alpha = match_sum_magnitude(gram, result)
         alpha = (result.alpha.tolist() if enabled
                  else [1.0] * len(names))
         self._record_task(names, gram, alpha, result, enabled)

@@ -291,3 +291,35 @@ def modality_scales(sq_norms: Tensor, target: str = 'mean',
             f'{target!r}; choose one of {MODALITY_TARGETS + tuple(names)}')
     scales = torch.where(usable, tgt / norms.clamp(min=1e-300), scales)
     return scales, tgt
+
+
+TASK_MAGNITUDES = ('weights', 'sum')
+
+
+def match_sum_magnitude(gram: Tensor, weights: TaskWeights) -> Tensor:
+    """Rescale ``weights.alpha`` so that ``|sum_k alpha_k g_k|`` equals the
+    norm of the plain sum of the kept tasks' gradients, ``|sum_k g_k|``.
+
+    IMTL-G's weights sum to one, so its aggregated gradient is about as long
+    as a single (the smaller) task gradient: calibration then also shrinks
+    the step the shared trunk takes, most for the task with the largest
+    gradient. With ``task_magnitude='sum'`` only the direction is
+    calibrated and the trunk's step keeps the plain sum's length. Both norms
+    come from the Gram matrix (already all-reduced under DDP). Excluded
+    tasks do not count; if either norm is zero or not finite the weights are
+    returned unchanged.
+    """
+    alpha = weights.alpha.to(torch.float64)
+    gram = gram.to(torch.float64)
+    keep = torch.ones_like(alpha, dtype=torch.bool)
+    for index, _ in weights.excluded:
+        keep[index] = False
+    if not keep.any():
+        return alpha
+    sub = gram[keep][:, keep]
+    plain = sub.sum()
+    calibrated = alpha[keep] @ sub @ alpha[keep]
+    if not (torch.isfinite(plain) and torch.isfinite(calibrated)) or \
+            plain <= 0 or calibrated <= 0:
+        return alpha
+    return alpha * torch.sqrt(plain / calibrated)

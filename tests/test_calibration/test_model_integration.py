@@ -5,6 +5,7 @@ written with numpy) and modality magnitude equalisation at the fuser."""
 import copy
 
 import numpy as np
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -18,10 +19,11 @@ TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
     'bevfusion_multitask_tiny.py'
 
 
-def build_model():
+def build_model(task_magnitude='weights'):
     init_default_scope('mmdet3d')
     cfg = copy.deepcopy(Config.fromfile(str(TINY)).model)
-    cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean')
+    cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean',
+                               task_magnitude=task_magnitude)
     torch.manual_seed(0)
     model = MODELS.build(cfg)
     model.init_weights()
@@ -47,7 +49,7 @@ def task_losses(losses):
     return out
 
 
-def reference_grads(model, batch):
+def reference_grads(model, batch, task_magnitude):
     cal = model.grad_calibrator
     taps = {}
 
@@ -75,6 +77,11 @@ def reference_grads(model, batch):
         loss.backward(retain_graph=True, inputs=[
             p for n, p in model.named_parameters() if n.startswith('heads')])
     alpha = imtl_g_closed_form(grads)
+    if task_magnitude == 'sum':  # same direction, length of the plain sum
+        plain = float(sum(grads).norm())
+        calibrated = float(sum(float(a) * g for a, g in zip(alpha, grads)
+                               ).norm())
+        alpha = alpha * plain / calibrated
     shared.backward(sum(float(a) * g for a, g in zip(alpha, grads)))
     (cam, lidar), (cam_leaf, lidar_leaf) = taps['mod']
     norms = [float(cam_leaf.grad.norm()), float(lidar_leaf.grad.norm())]
@@ -86,11 +93,12 @@ def reference_grads(model, batch):
                    if p.grad is not None}
 
 
-def test_one_backward_equals_explicit_reference():
-    model = build_model()
+@pytest.mark.parametrize('task_magnitude', ['weights', 'sum'])
+def test_one_backward_equals_explicit_reference(task_magnitude):
+    model = build_model(task_magnitude)
     batch = make_multitask_batch(model, seeds=(0, ))
     model.zero_grad()
-    alpha_ref, ref = reference_grads(model, batch)
+    alpha_ref, ref = reference_grads(model, batch, task_magnitude)
     model.zero_grad()
     model.grad_calibrator.record_stats = True
     losses = model(**batch, mode='loss')

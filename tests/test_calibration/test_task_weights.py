@@ -239,3 +239,40 @@ def test_modality_scales_targets():
     np.testing.assert_allclose(scales.numpy(), [1.0, 1.0])
     with pytest.raises(ValueError, match='unknown modality target'):
         modality_scales(sq, 'radar')
+
+
+def test_match_sum_magnitude_keeps_direction_and_plain_sum_length():
+    from fuller.calibration.task_weights import match_sum_magnitude
+    g = torch.randn(3, 50, generator=torch.Generator().manual_seed(7),
+                    dtype=torch.float64)
+    g[0] *= 30.0  # one task with a much larger gradient
+    gram = g @ g.T
+    weights = compute_task_weights(gram, 'imtl_g')
+    scaled = match_sum_magnitude(gram, weights)
+    combined = weights.alpha @ g
+    combined_scaled = scaled @ g
+    # same direction ...
+    cos = torch.dot(combined, combined_scaled) / (
+        combined.norm() * combined_scaled.norm())
+    assert float(cos) == pytest.approx(1.0, abs=1e-12)
+    # ... as long as the plain sum, which is much longer than IMTL-G's
+    assert float(combined_scaled.norm()) == pytest.approx(
+        float(g.sum(0).norm()), rel=1e-9)
+    assert combined.norm() < 0.2 * g.sum(0).norm()
+
+
+def test_match_sum_magnitude_ignores_excluded_and_degenerate():
+    from fuller.calibration.task_weights import (TaskWeights,
+                                                 match_sum_magnitude)
+    g = torch.tensor([[1.0, 0.0], [0.0, 2.0], [float('nan'), 1.0]],
+                     dtype=torch.float64)
+    gram = g @ g.T
+    weights = TaskWeights(alpha=torch.tensor([0.5, 0.5, 0.0],
+                                             dtype=torch.float64),
+                          excluded=[(2, 'nonfinite')])
+    scaled = match_sum_magnitude(gram, weights)
+    assert torch.isfinite(scaled).all() and scaled[2] == 0
+    assert float((scaled[:2] @ g[:2]).norm()) == pytest.approx(5 ** 0.5)
+    zero = TaskWeights(alpha=torch.tensor([0.5, 0.5], dtype=torch.float64))
+    out = match_sum_magnitude(torch.zeros(2, 2, dtype=torch.float64), zero)
+    assert torch.equal(out, zero.alpha)
