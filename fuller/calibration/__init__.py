@@ -7,13 +7,13 @@ config; ``task_weights`` holds the pure math.
 from .calibration_hook import GradientCalibrationHook
 from .calibrator import GradientCalibrator
 from .grad_functions import ModalityGradCalibration, TaskGradCalibration
-from .task_weights import (MODALITY_TARGETS, TASK_METHODS, TaskWeights,
-                           compute_task_weights, cosine_matrix, gram_matrix,
-                           modality_scales)
+from .task_weights import (MODALITY_TARGETS, TASK_MAGNITUDES, TASK_METHODS,
+                           TaskWeights, compute_task_weights, cosine_matrix,
+                           gram_matrix, match_sum_magnitude, modality_scales)
 
 __all__ = [
     'GradientCalibrator', 'GradientCalibrationHook', 'TaskGradCalibration',
     'ModalityGradCalibration', 'TaskWeights', 'compute_task_weights',
-    'cosine_matrix', 'gram_matrix', 'modality_scales', 'TASK_METHODS',
-    'MODALITY_TARGETS'
+    'cosine_matrix', 'gram_matrix', 'modality_scales', 'match_sum_magnitude',
+    'TASK_METHODS', 'TASK_MAGNITUDES', 'MODALITY_TARGETS'
 ]
