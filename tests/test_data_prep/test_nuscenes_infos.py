@@ -4,7 +4,6 @@ calibration of a real keyframe from its real tables."""
 import json
 import os.path as osp
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +11,9 @@ import torch
 from pyquaternion import Quaternion
 
 from fuller.data_prep import nuscenes_infos as ni
+from tests.conftest import SHARED_REAL
 
-REAL = (Path(__file__).resolve().parents[2] / '..' / 'shared' /
-        'nuscenes-real')
+REAL = SHARED_REAL
 REF_INFO = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 FULLER_KEYS = {'location', 'scene_token', 'map_mask_path'}
 

@@ -22,7 +22,9 @@ from fuller.data_prep.synthetic_nuscenes import generate_synthetic_nuscenes
 from fuller.data_prep.synthetic_scene import CLASS_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_TABLES = REPO / '..' / 'shared' / 'nuscenes-real' / 'tables-sample-a'
+from tests.conftest import SHARED_REAL
+
+REAL_TABLES = SHARED_REAL / 'tables-sample-a'
 TINY = dict(num_scenes=2, keyframes_per_scene=4, sweeps_per_keyframe=2,
             image_size=(352, 198), seed=3)
 CHANNELS = ('LIDAR_TOP', 'CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_BACK_RIGHT',

@@ -16,9 +16,9 @@ from fuller.datasets.map_mask_io import MAP_CLASSES, save_map_masks
 from fuller.datasets.nuscenes_multitask_dataset import (
     InfoSchemaError, NuScenesMultiTaskDataset)
 from fuller.datasets.transforms.loading import CAMERAS
+from tests.conftest import SHARED_REAL
 
-REAL = (Path(__file__).resolve().parents[2] / '..' / 'shared' /
-        'nuscenes-real').resolve()
+REAL = SHARED_REAL
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 TOKEN_A = 'ca9a282c9e77460f8360f564131a8af5'
 DATA_PREFIX = dict(pts='samples/LIDAR_TOP',

@@ -7,7 +7,6 @@ the ``cam2ego``/``lidar2ego`` chain and mmcv's ``points_in_boxes_cpu``.
 """
 import copy
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +21,9 @@ from fuller.datasets.transforms.bev_aug import (BEVGlobalRotScaleTrans,
 from fuller.datasets.transforms.loading import (CAMERAS, LoadBEVMapMasks,
                                                 LoadNuScenesPoints)
 from fuller.structures.frames import BEVGrid
+from tests.conftest import SHARED_REAL
 
-REAL = (Path(__file__).resolve().parents[2] / '..' / 'shared' /
-        'nuscenes-real').resolve()
+REAL = SHARED_REAL
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 W, H = 1600, 900
 

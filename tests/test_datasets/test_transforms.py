@@ -4,7 +4,6 @@ Small synthetic inputs with hand-computed expectations, plus bad-input
 cases on copies of the real files (in tmp_path, never in shared/).
 """
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,8 +26,9 @@ from fuller.datasets.transforms.loading import (LoadBEVMapMasks,
                                                 LoadNuScenesPoints,
                                                 load_points)
 from fuller.structures.frames import BEVGrid
+from tests.conftest import SHARED_REAL
 
-REAL = Path(__file__).resolve().parents[2] / '..' / 'shared' / 'nuscenes-real'
+REAL = SHARED_REAL
 SAMPLES = REAL / 'samples'
 LIDAR_A = (
     SAMPLES / 'LIDAR_TOP' /

@@ -19,7 +19,6 @@ About 22 s and 2.5 GB on 2 idle CPU cores (not marked slow; ~65 s when
 other jobs oversubscribe the cores).
 """
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,12 +31,11 @@ from mmengine.registry import init_default_scope
 import fuller  # noqa: F401
 from mmdet3d.registry import DATASETS, MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHARED_REAL
 
 FULL = REPO_ROOT / 'configs' / '_base_' / 'models' / 'bevfusion_multitask.py'
 DATASET = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'nus_multitask.py'
-REAL = (Path(__file__).resolve().parents[2] / '..' / 'shared' /
-        'nuscenes-real').resolve()
+REAL = SHARED_REAL
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 PC_MIN, BEV_CELL, BEV_CELLS = -54.0, 0.075 * 8, 180
 MAP_CLASSES = 6

@@ -18,8 +18,9 @@ from mmdet3d.registry import MODELS
 from fuller.models.view_transforms.lss_view_transform import (
     DepthLSSViewTransform, LSSViewTransform)
 from fuller.structures.frames import make_transform
+from tests.conftest import SHARED_REAL
 
-REAL = Path(__file__).resolve().parents[2] / '..' / 'shared' / 'nuscenes-real'
+REAL = SHARED_REAL
 
 IMAGE_HW, FEAT_HW = (32, 48), (4, 6)  # stride 8
 GRID = dict(xbound=(-10., 14., 0.5), ybound=(-9., 9., 1.0),
