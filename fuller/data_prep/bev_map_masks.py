@@ -1,26 +1,45 @@
-"""BEV map masks per sample, rasterised from the nuScenes map expansion.
+"""BEV map masks per sample, equal to nuscenes-devkit's ``get_map_mask``.
 
 Shape shorthand: C map classes (``MAP_CLASSES``), Y rows (y cells), X columns
-(x cells), P points of a polygon ring or line.
+(x cells).
 
-Frames: ``global`` (map frame, x east, y north) and ``lidar`` (LIDAR_TOP of
-the keyframe, x forward, y left). The map is cut in the plane: the grid is
-centred on the LiDAR and turned by the LiDAR yaw (heading of its x axis in
-the global xy plane), as ``NuScenesMap.get_map_mask`` does with
-``patch_angle``. Masks are laid out as ``fuller.structures.BEVGrid``:
-``mask[c, iy, ix]`` covers y in ``[y_min + iy*dy, ...)`` and x in
-``[x_min + ix*dx, ...)``; a cell is set when its centre is inside a polygon
-(dividers: inside the line buffered to ``DIVIDER_WIDTH_M``), computed exactly
-by a scanline fill (OpenCV's fill, used by the devkit, also sets cells that a
-boundary only grazes and the devkit shifts by half a cell).
+Frames: ``global`` (map frame, x east, y north), ``lidar`` (LIDAR_TOP of the
+keyframe, x forward, y left) and the devkit's ``patch`` frame: the grid's
+centre, turned by the LiDAR yaw, so its axes are the lidar x and y.
 
-Geometry comes from the devkit map API (``extract_polygon`` /
-``extract_line`` of each layer record), indexed once per map with an STRtree;
-rasterisation is ours. Lines go through :func:`rasterise_lines`, which walks
-``.geoms`` of multi-part geometries: devkit 1.2.0's
-``NuScenesMapExplorer.mask_for_lines`` iterates a MultiLineString directly,
-which shapely 2 forbids, so ``get_map_mask`` crashes (TypeError) on dividers
-that its patch cuts into pieces. The installed devkit is not patched.
+The masks are what BEVFusion's map labels are made of:
+``NuScenesMap.get_map_mask(patch_box, patch_angle, layers, canvas_size)``
+called with ``patch_box = (x, y, height, width)`` = the grid centre in global
+xy and the grid's y and x extents, ``patch_angle`` = LiDAR yaw in degrees
+(``arctan2`` of the lidar x axis in global, ``/ pi * 180``) and
+``canvas_size = (Y, X)``; the divider class is the OR of its two line
+layers. The devkit's canvas rows are patch y and its columns patch x, row 0
+at the smallest y, so its (Y, X) output is already in the project's
+(B, C, Y, X) order (``fuller.structures.frames``) and is stored unchanged
+(MIT BEVFusion transposes it to its [x, y] layout; fuller does not).
+
+What each cell means (the devkit's definition, not ``BEVGrid``'s): vertices
+are scaled so that canvas point (c, r) is the patch point
+``(x_min + c * dx, y_min + r * dy)``, i.e. the *lower-left corner* of
+``BEVGrid`` cell (r, c), not its centre. Polygon vertices are rounded to
+whole canvas points and filled by ``cv2.fillPoly`` (boundary included,
+holes cleared the same way, later polygons' holes clear earlier ones);
+line vertices are truncated to int and drawn by ``cv2.polylines`` with
+thickness 2.
+
+How it is computed: the devkit's own steps in the devkit's order, on the
+records of each layer whose bounding box meets the patch (found with an
+STRtree instead of the devkit's loop over every record): intersect with the
+turned patch in global coordinates, rotate by ``-patch_angle`` about the
+patch centre, translate to it, intersect with the axis-aligned local patch,
+translate by half the patch, scale to the canvas, then draw with the
+devkit's ``mask_for_polygons`` / ``mask_for_lines``. Only where the devkit
+itself fails do we differ: devkit 1.2.0's ``mask_for_lines`` iterates a
+MultiLineString directly, which shapely 2 forbids (TypeError), so a divider
+that the patch cuts into pieces crashes ``get_map_mask``; here each piece
+(LineString or Point) is drawn as the devkit draws that piece alone. Clip
+results of a polygon that are not polygonal (a touching edge or corner)
+are dropped the same way. The installed devkit is not patched.
 """
 import glob
 import multiprocessing as mp
@@ -31,8 +50,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import shapely
-from shapely import STRtree
-from shapely.geometry import Polygon, box
+from shapely import STRtree, affinity
+from shapely.geometry import MultiPolygon
 from tqdm import tqdm
 
 from fuller.datasets.map_mask_io import (MAP_CLASSES, MapMaskFileError,
@@ -49,9 +68,7 @@ MAP_CLASS_LAYERS = {
     'carpark_area': ('carpark_area', ),
     'divider': ('road_divider', 'lane_divider'),
 }
-LINE_CLASSES = ('divider', )
-# Divider band width: the devkit's 2-pixel lines on BEVFusion's 0.5 m grid.
-DIVIDER_WIDTH_M = 1.0
+LINE_LAYERS = ('road_divider', 'lane_divider')
 MAP_EXPANSION = 'nuScenes-map-expansion-v1.3'
 
 
@@ -81,8 +98,14 @@ def load_nusc_map(root: str, location: str):
     return NuScenesMap(dataroot=root, map_name=location)
 
 
+def _devkit_explorer():
+    from nuscenes.map_expansion.map_api import NuScenesMapExplorer
+    return NuScenesMapExplorer
+
+
 class MapGeometryIndex:
-    """The geometries of each map class of one map, global frame, indexed.
+    """The geometries of each devkit layer of one map, global frame, in the
+    devkit's record order, indexed by an STRtree.
 
     Args:
         nusc_map: a devkit ``NuScenesMap``.
@@ -91,25 +114,25 @@ class MapGeometryIndex:
     def __init__(self, nusc_map):
         self.geoms: Dict[str, np.ndarray] = {}
         self.trees: Dict[str, STRtree] = {}
-        for cls, layers in MAP_CLASS_LAYERS.items():
-            geoms = []
+        for layers in MAP_CLASS_LAYERS.values():
             for layer in layers:
-                geoms.extend(_layer_geometries(nusc_map, layer))
-            self.geoms[cls] = np.array(geoms, dtype=object)
-            self.trees[cls] = STRtree(geoms)
+                geoms = _layer_geometries(nusc_map, layer)
+                self.geoms[layer] = np.array(geoms, dtype=object)
+                self.trees[layer] = STRtree(geoms)
 
-    def query(self, cls: str, area) -> np.ndarray:
-        """Geometries of ``cls`` whose bounding box meets ``area``'s."""
-        return self.geoms[cls][self.trees[cls].query(area)]
+    def query(self, layer: str, area) -> np.ndarray:
+        """Geometries of ``layer`` whose bounding box meets ``area``'s, in
+        record order (later holes clear earlier fills, so order counts)."""
+        return self.geoms[layer][np.sort(self.trees[layer].query(area))]
 
 
 def _layer_geometries(nusc_map, layer: str) -> List:
     """Shapely geometries of every record of a devkit layer, global frame.
 
-    Keeps the devkit's choices (``_get_layer_polygon`` / ``_get_layer_line``):
-    empty geometries are dropped, and so are invalid polygons outside
-    ``drivable_area``, so the masks match what ``get_map_mask`` (and the
-    BEVFusion labels built with it) contain.
+    The devkit's choices (``_get_layer_polygon`` / ``_get_layer_line``): every
+    polygon of each ``drivable_area`` record, valid polygons only in the
+    other polygon layers, non-empty lines. Empty geometries never reach the
+    canvas there either, so they are dropped here.
     """
     geoms = []
     for record in getattr(nusc_map, layer):
@@ -136,139 +159,128 @@ def map_geometry_index(nusc_map) -> MapGeometryIndex:
     return index
 
 
-def planar_global2lidar(lidar2global: np.ndarray) -> np.ndarray:
-    """(3, 3) homogeneous 2D global -> lidar: translation and yaw only."""
+def devkit_patch(lidar2global: np.ndarray, grid: BEVGrid = MAP_GRID
+                 ) -> Tuple[Tuple[float, float, float, float], float]:
+    """``(patch_box, patch_angle)`` of ``get_map_mask`` for a sample.
+
+    As BEVFusion computes them: the LiDAR yaw is ``arctan2`` of the lidar x
+    axis in global, in degrees as ``yaw / pi * 180``; ``patch_box`` is
+    (x, y, height, width) = the grid centre in global xy (the LiDAR position
+    itself for a grid centred on it) and the grid's y and x extents.
+
+    Args:
+        lidar2global: (4, 4) keyframe LiDAR -> global.
+        grid: the BEV grid in the lidar frame.
+    """
     lidar2global = np.asarray(lidar2global, dtype=np.float64)
-    yaw = np.arctan2(lidar2global[1, 0], lidar2global[0, 0])
-    c, s = np.cos(yaw), np.sin(yaw)
-    lidar2global_2d = np.array([[c, -s, lidar2global[0, 3]],
-                                [s, c, lidar2global[1, 3]], [0.0, 0.0, 1.0]])
-    return np.linalg.inv(lidar2global_2d)
+    heading = np.dot(lidar2global[:3, :3], np.array([1.0, 0.0, 0.0]))
+    patch_angle = np.arctan2(heading[1], heading[0]) / np.pi * 180
+    (x0, x1), (y0, y1) = grid.x_range, grid.y_range
+    centre_lidar = np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0])
+    centre = lidar2global[:2, 3]
+    if centre_lidar.any():  # (a centred grid keeps the exact position)
+        centre = centre + lidar2global[:2, :2] @ centre_lidar
+    return (centre[0], centre[1], y1 - y0, x1 - x0), patch_angle
 
 
-def _cell_coords(xy: np.ndarray, grid: BEVGrid,
-                 xy2lidar: Optional[np.ndarray]) -> np.ndarray:
-    """(P, 2) metric xy -> (P, 2) continuous (col, row) cell coordinates.
+def _to_patch_frame(geoms: np.ndarray, patch_box, patch_angle: float,
+                    wrap_polygon: bool) -> List:
+    """The devkit's ``_get_layer_polygon`` / ``_get_layer_line`` on the given
+    global geometries: clip to the turned patch, rotate by -patch_angle about
+    its centre, move the centre to the origin (a Polygon result becomes a
+    one-part MultiPolygon, as there)."""
+    patch_x, patch_y = patch_box[0], patch_box[1]
+    patch = _devkit_explorer().get_patch_coord(patch_box, patch_angle)
+    out = []
+    for geom in shapely.intersection(geoms, patch):
+        if geom.is_empty:
+            continue
+        if wrap_polygon and geom.geom_type not in ('Polygon', 'MultiPolygon'):
+            # a touching edge or corner: the devkit fails on it later
+            geom = _polygonal(geom)
+            if geom.is_empty:
+                continue
+        geom = affinity.rotate(geom, -patch_angle, origin=(patch_x, patch_y),
+                               use_radians=False)
+        geom = affinity.affine_transform(
+            geom, [1.0, 0.0, 0.0, 1.0, -patch_x, -patch_y])
+        if wrap_polygon and geom.geom_type == 'Polygon':
+            geom = MultiPolygon([geom])
+        out.append(geom)
+    return out
 
-    The centre of cell (iy, ix), ``(x_min + (ix + 0.5) * dx, ...)``, lands on
-    the integers ``(ix, iy)``.
-    """
-    xy = np.asarray(xy, dtype=np.float64)[:, :2]
-    if xy2lidar is not None:
-        xy = xy @ xy2lidar[:2, :2].T + xy2lidar[:2, 2]
-    col = (xy[:, 0] - grid.x_range[0]) / grid.cell_size[0] - 0.5
-    row = (xy[:, 1] - grid.y_range[0]) / grid.cell_size[1] - 0.5
-    return np.stack([col, row], axis=1)
 
+class _Canvas:
+    """The devkit's ``_polygon_geom_to_mask`` / ``_line_geom_to_mask``
+    steps for a (height, width) m patch on a (Y, X) canvas."""
 
-def fill_rings(mask: np.ndarray, rings: Sequence[np.ndarray]) -> np.ndarray:
-    """Set the cells of a (Y, X) bool ``mask`` whose centre is inside.
+    def __init__(self, patch_h: float, patch_w: float, shape: Tuple[int,
+                                                                    int]):
+        local_box = (0.0, 0.0, patch_h, patch_w)
+        self.patch = _devkit_explorer().get_patch_coord(local_box)
+        self.shape = tuple(shape)
+        self.scale = (shape[1] / patch_w, shape[0] / patch_h)  # x, y
+        self.trans = (patch_w / 2.0, patch_h / 2.0)
 
-    Scanline with the even-odd rule over all ``rings`` together (exterior
-    plus holes of one polygon), so a hole clears only its own polygon; the
-    result is OR-ed into ``mask``. Edges are half-open (a centre exactly on
-    a left/bottom edge is inside, on a right/top edge outside).
+    def to_canvas(self, geom):
+        """Clip to the local patch and scale to canvas units (None when
+        nothing is left)."""
+        geom = geom.intersection(self.patch)
+        if geom.is_empty:
+            return None
+        geom = affinity.affine_transform(
+            geom, [1.0, 0.0, 0.0, 1.0, self.trans[0], self.trans[1]])
+        return affinity.scale(geom, xfact=self.scale[0],
+                              yfact=self.scale[1], origin=(0, 0))
 
-    Args:
-        mask: (Y, X) bool, modified in place.
-        rings: (P, 2) arrays of (col, row) cell coordinates.
-    """
-    ny, nx = mask.shape
-    rings = [r if np.array_equal(r[0], r[-1]) else np.vstack([r, r[:1]])
-             for r in rings if len(r) >= 3]
-    if not rings:
+    def polygons(self, geoms: Sequence) -> np.ndarray:
+        """(Y, X) uint8 mask of patch-frame (Multi)Polygons."""
+        mask = np.zeros(self.shape, np.uint8)
+        draw = _devkit_explorer().mask_for_polygons
+        for geom in geoms:
+            geom = self.to_canvas(geom)
+            if geom is None:
+                continue
+            if geom.geom_type == 'Polygon':
+                geom = MultiPolygon([geom])
+            elif geom.geom_type != 'MultiPolygon':  # the devkit fails here
+                geom = _polygonal(geom)
+            mask = draw(geom, mask)
         return mask
-    start = np.concatenate([r[:-1] for r in rings])
-    end = np.concatenate([r[1:] for r in rings])
-    lo = max(0, int(np.ceil(min(start[:, 1].min(), end[:, 1].min()))))
-    hi = min(ny - 1, int(np.floor(max(start[:, 1].max(), end[:, 1].max()))))
-    if lo > hi:
+
+    def lines(self, geoms: Sequence) -> np.ndarray:
+        """(Y, X) uint8 mask of patch-frame lines, every part drawn alone."""
+        mask = np.zeros(self.shape, np.uint8)
+        draw = _devkit_explorer().mask_for_lines
+        for geom in geoms:
+            for part in _parts(geom):
+                part = self.to_canvas(part)
+                for piece in _parts(part) if part is not None else ():
+                    mask = draw(piece, mask)
         return mask
-    # an edge crosses row r iff min(y) <= r < max(y): drop the others early
-    near = ((np.maximum(start[:, 1], end[:, 1]) > lo)
-            & (np.minimum(start[:, 1], end[:, 1]) <= hi))
-    start, end = start[near], end[near]
-    rows = np.arange(lo, hi + 1, dtype=np.float64)
-    crosses = (start[:, 1, None] <= rows) != (end[:, 1, None] <= rows)
-    edge, row = np.nonzero(crosses)  # (E, R) -> crossing pairs
-    t = (rows[row] - start[edge, 1]) / (end[edge, 1] - start[edge, 1])
-    x_cross = start[edge, 0] + t * (end[edge, 0] - start[edge, 0])
-    first_col = np.clip(np.ceil(x_cross), 0, nx).astype(np.int64)
-    toggles = np.bincount(row * (nx + 1) + first_col,
-                          minlength=len(rows) * (nx + 1))
-    parity = np.cumsum(toggles.reshape(len(rows), nx + 1)[:, :nx], axis=1)
-    mask[lo:hi + 1] |= (parity & 1).astype(bool)
-    return mask
 
 
-def _polygon_rings(geom) -> Iterable[List[np.ndarray]]:
-    """[exterior, *holes] coordinate arrays of each polygon part."""
+def _parts(geom) -> Iterable:
+    """The single-part geometries of ``geom`` (itself when single-part)."""
     if geom.is_empty:
         return
-    if geom.geom_type == 'Polygon':
-        yield [np.asarray(geom.exterior.coords)] + [
-            np.asarray(ring.coords) for ring in geom.interiors]
-    elif geom.geom_type in ('MultiPolygon', 'GeometryCollection'):
+    if hasattr(geom, 'geoms'):
         for part in geom.geoms:
-            yield from _polygon_rings(part)
-
-
-def _line_parts(geom) -> Iterable:
-    """Each LineString of a geometry (MultiLineString parts via .geoms)."""
-    if geom.is_empty:
-        return
-    if geom.geom_type in ('LineString', 'LinearRing'):
+            yield from _parts(part)
+    else:
         yield geom
-    elif geom.geom_type in ('MultiLineString', 'GeometryCollection'):
-        for part in geom.geoms:
-            yield from _line_parts(part)
 
 
-def rasterise_polygons(polygons: Sequence, grid: BEVGrid, mask: np.ndarray,
-                       xy2lidar: Optional[np.ndarray] = None) -> np.ndarray:
-    """OR (Multi)Polygons into a (Y, X) bool ``mask``, in place.
-
-    Args:
-        polygons: shapely geometries in the lidar frame, or in a frame that
-            the (3, 3) homogeneous 2D transform ``xy2lidar`` maps to it.
-    """
-    for geom in polygons:
-        for rings in _polygon_rings(geom):
-            fill_rings(mask, [_cell_coords(r, grid, xy2lidar) for r in rings])
-    return mask
-
-
-def rasterise_lines(lines: Sequence, grid: BEVGrid, mask: np.ndarray,
-                    xy2lidar: Optional[np.ndarray] = None,
-                    width_m: float = DIVIDER_WIDTH_M) -> np.ndarray:
-    """OR (Multi)LineStrings, drawn ``width_m`` wide, into ``mask``.
-
-    Each line is moved to the lidar frame and clipped to the grid (plus the
-    line width), which may split it into a MultiLineString; every part is
-    walked through ``.geoms`` and buffered into a polygon.
-    """
-    (x0, x1), (y0, y1) = grid.x_range, grid.y_range
-    margin = width_m
-    area = box(x0 - margin, y0 - margin, x1 + margin, y1 + margin)
-    for geom in lines:
-        if xy2lidar is not None:
-            geom = shapely.transform(
-                geom, lambda xy: xy @ xy2lidar[:2, :2].T + xy2lidar[:2, 2])
-        for part in _line_parts(geom.intersection(area)):
-            rasterise_polygons([part.buffer(width_m / 2.0)], grid, mask)
-    return mask
-
-
-def _grid_area_global(grid: BEVGrid, lidar2global_2d: np.ndarray) -> Polygon:
-    (x0, x1), (y0, y1) = grid.x_range, grid.y_range
-    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-    rot, trans = lidar2global_2d[:2, :2], lidar2global_2d[:2, 2]
-    return Polygon(corners @ rot.T + trans)
+def _polygonal(geom) -> MultiPolygon:
+    """The polygon parts of a geometry, as a MultiPolygon."""
+    return MultiPolygon([g for g in _parts(geom) if g.geom_type == 'Polygon'])
 
 
 def rasterise_sample_masks(nusc_map, lidar2global: np.ndarray,
                            grid: BEVGrid = MAP_GRID) -> np.ndarray:
-    """The (C, Y, X) bool map masks of one sample.
+    """The (C, Y, X) bool map masks of one sample, equal to
+    ``get_map_mask(*devkit_patch(lidar2global, grid), layers, grid.shape)``
+    (divider: OR of its layers).
 
     Args:
         nusc_map: the devkit ``NuScenesMap`` of the sample's location.
@@ -276,15 +288,18 @@ def rasterise_sample_masks(nusc_map, lidar2global: np.ndarray,
         grid: the BEV grid in the lidar frame.
     """
     index = map_geometry_index(nusc_map)
-    global2lidar = planar_global2lidar(lidar2global)
-    area = _grid_area_global(grid, np.linalg.inv(global2lidar))
+    patch_box, patch_angle = devkit_patch(lidar2global, grid)
+    area = _devkit_explorer().get_patch_coord(patch_box, patch_angle)
+    canvas = _Canvas(patch_box[2], patch_box[3], grid.shape)
     masks = np.zeros((len(MAP_CLASSES), *grid.shape), dtype=bool)
     for c, cls in enumerate(MAP_CLASSES):
-        geoms = index.query(cls, area)
-        if cls in LINE_CLASSES:
-            rasterise_lines(geoms, grid, masks[c], global2lidar)
-        else:
-            rasterise_polygons(geoms, grid, masks[c], global2lidar)
+        for layer in MAP_CLASS_LAYERS[cls]:
+            is_line = layer in LINE_LAYERS
+            local = _to_patch_frame(index.query(layer, area), patch_box,
+                                    patch_angle, wrap_polygon=not is_line)
+            if local:
+                draw = canvas.lines if is_line else canvas.polygons
+                masks[c] |= draw(local).astype(bool)
     return masks
 
 

@@ -14,6 +14,12 @@ File format (a compressed ``.npz``, format version 1):
 - ``shape``: int64 (3,), the (C, Y, X) shape.
 - ``class_names``: unicode (C,), the class of each channel, in order.
 - ``format_version``: int64 scalar.
+- ``rasteriser_version``: int64 scalar, the version of the code that drew
+  the masks (``MAP_RASTERISER_VERSION``). Absent in files of version 1 (a
+  scanline fill of cell centres, one cell thinner than the devkit along
+  every boundary); version 2 equals nuscenes-devkit's ``get_map_mask``
+  cell for cell. Files of another version are refused (stale cache), and
+  ``tools/create_data.py`` rewrites them.
 
 Public API (stable):
 
@@ -21,6 +27,7 @@ Public API (stable):
 - ``load_map_masks(path, class_names=MAP_CLASSES) -> np.ndarray``, (C, Y, X)
   bool
 - ``read_map_mask_class_names(path) -> tuple of str``
+- ``MAP_RASTERISER_VERSION``; ``StaleMapMaskError`` (a ``MapMaskFileError``)
 """
 import os
 import zipfile
@@ -33,13 +40,21 @@ from ..utils.io import atomic_open
 MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
                'carpark_area', 'divider')
 MAP_MASK_FORMAT_VERSION = 1
+# Bump whenever the masks drawn for the same map and pose change.
+MAP_RASTERISER_VERSION = 2
 _KEYS = ('bits', 'shape', 'class_names', 'format_version')
-_REGENERATE = ('regenerate the cache with `python tools/create_data.py '
-               'nuscenes ...`')
+_RASTERISER_KEY = 'rasteriser_version'
+_REBUILD_COMMAND = ('python tools/create_data.py nuscenes --root-path '
+                    '<dataroot> --out-dir <out-dir> --version <version>')
+_REGENERATE = f'regenerate the cache with `{_REBUILD_COMMAND}`'
 
 
 class MapMaskFileError(ValueError):
     """A map-mask cache file exists but cannot be used."""
+
+
+class StaleMapMaskError(MapMaskFileError):
+    """A cache file drawn by another map rasteriser version."""
 
 
 def save_map_masks(path: str,
@@ -66,7 +81,8 @@ def save_map_masks(path: str,
     payload = dict(bits=np.packbits(np.ascontiguousarray(masks).reshape(-1)),
                    shape=np.asarray(masks.shape, dtype=np.int64),
                    class_names=np.asarray(class_names, dtype=np.str_),
-                   format_version=np.int64(MAP_MASK_FORMAT_VERSION))
+                   format_version=np.int64(MAP_MASK_FORMAT_VERSION),
+                   rasteriser_version=np.int64(MAP_RASTERISER_VERSION))
     with atomic_open(path, 'wb') as f:
         np.savez_compressed(f, **payload)
 
@@ -83,7 +99,10 @@ def _read_npz(path: str) -> dict:
                 raise MapMaskFileError(
                     f'Map-mask cache file {path} lacks {missing}; it is not '
                     f'a fuller map-mask file; {_REGENERATE}')
-            return {k: npz[k] for k in _KEYS}
+            data = {k: npz[k] for k in _KEYS}
+            data[_RASTERISER_KEY] = (npz[_RASTERISER_KEY] if _RASTERISER_KEY
+                                     in npz.files else np.int64(1))
+            return data
     except MapMaskFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile,
@@ -91,6 +110,18 @@ def _read_npz(path: str) -> dict:
         raise MapMaskFileError(
             f'Map-mask cache file {path} is corrupt or truncated '
             f'({type(err).__name__}: {err}); {_REGENERATE}') from err
+
+
+def check_rasteriser_version(path: str, version: int) -> None:
+    """Refuse masks drawn by another rasteriser version (stale cache)."""
+    if version != MAP_RASTERISER_VERSION:
+        raise StaleMapMaskError(
+            f'Map-mask cache file {path} was drawn by map rasteriser version '
+            f'{version}, but this fuller needs version '
+            f'{MAP_RASTERISER_VERSION} (masks equal to nuscenes-devkit '
+            f'get_map_mask); the cache is stale. Rebuild it with '
+            f'`{_REBUILD_COMMAND}` (same arguments as when it was made): '
+            f'stale mask files are rewritten, current ones kept')
 
 
 def read_map_mask_class_names(path: str) -> Tuple[str, ...]:
@@ -113,6 +144,8 @@ def load_map_masks(
 
     Raises:
         FileNotFoundError: the file does not exist.
+        StaleMapMaskError: the masks were drawn by another rasteriser
+            version (the message says how to rebuild the cache).
         MapMaskFileError: the file is corrupt, truncated, of another format
             version, or lacks a requested class.
     """
@@ -122,6 +155,7 @@ def load_map_masks(
         raise MapMaskFileError(
             f'Map-mask cache file {path} has format version {version}, '
             f'expected {MAP_MASK_FORMAT_VERSION}; {_REGENERATE}')
+    check_rasteriser_version(path, int(data[_RASTERISER_KEY]))
     shape = tuple(int(s) for s in data['shape'])
     stored = tuple(str(n) for n in data['class_names'])
     bits = data['bits']

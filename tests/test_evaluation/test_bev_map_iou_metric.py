@@ -1,12 +1,16 @@
-"""BEVMapIoUMetric against IoUs computed by hand on 2 x 2 maps."""
+"""BEVMapIoUMetric against IoUs computed by hand on 2 x 2 maps, and against
+an independent numpy computation of BEVFusion's published definition."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from mmdet3d.registry import METRICS
 from mmdet3d.structures import Det3DDataSample
 
+from fuller.datasets.map_mask_io import MAP_CLASSES
 from fuller.evaluation.metrics import BEVMapIoUMetric
+from fuller.evaluation.metrics.bev_map_iou_metric import DEFAULT_THRESHOLDS
 
 CLASSES = ('a', 'b')
 THRESHOLDS = (0.3, 0.5, 0.7)
@@ -91,3 +95,81 @@ def test_shape_mismatch_and_missing_field():
         metric.process({}, [bad])
     with pytest.raises(KeyError, match='gt_masks_bev'):
         metric.process({}, [dict(pred_masks_bev=torch.zeros(2, 3, 3))])
+
+
+# ------------------------------------------------ the published definition
+def published_ious(preds, gts, thresholds):
+    """BEVFusion's evaluate_map in numpy, written from its definition: per
+    class and float32 threshold, TP/FP/FN summed over every cell of every
+    sample, then one IoU. Returns (T, M)."""
+    thr = np.asarray(thresholds, np.float32)[:, None, None, None]
+    counts = np.zeros((3, len(thresholds), preds[0].shape[0]), np.int64)
+    for pred, gt in zip(preds, gts):
+        pos = pred[None] >= thr
+        counts += np.stack([(pos & gt).sum((2, 3)), (pos & ~gt).sum((2, 3)),
+                            (~pos & gt).sum((2, 3))])
+    tp, fp, fn = counts
+    return tp / (tp + fp + fn)
+
+
+def hand_made_split(seed, classes=6, shape=(12, 20), samples=5):
+    """Blob-shaped ground truth and noisy probabilities on a non-square
+    grid, with some probabilities exactly at float32 thresholds."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[:shape[0], :shape[1]]
+    preds, gts = [], []
+    for _ in range(samples):
+        gt = np.zeros((classes, *shape), bool)
+        for c in range(classes):
+            cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+            gt[c] = ((ys - cy) / (1 + c)) ** 2 + ((xs - cx) / 4) ** 2 < 1.5
+        prob = np.clip(0.5 + 0.35 * (gt - 0.5) * 2
+                       + rng.normal(0, 0.2, gt.shape), 0, 1)
+        edge = rng.random(gt.shape) < 0.05
+        prob[edge] = rng.choice(np.float32(DEFAULT_THRESHOLDS), edge.sum())
+        preds.append(prob.astype(np.float32))
+        gts.append(gt)
+    return preds, gts
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_matches_published_definition_on_hand_made_masks(dtype):
+    preds, gts = hand_made_split(seed=3)
+    metric = METRICS.build(dict(type='BEVMapIoUMetric'))
+    for pred, gt in zip(preds, gts):
+        sample = Det3DDataSample()
+        sample.pred_masks_bev = torch.from_numpy(pred).to(dtype)
+        sample.gt_masks_bev = torch.from_numpy(gt)
+        metric.process({}, [sample.to_dict()])
+    results = metric.evaluate(len(preds))
+    iou = published_ious(preds, gts, DEFAULT_THRESHOLDS)
+    assert np.isfinite(iou).all() and (iou > 0).all() and (iou < 1).all()
+    for c, name in enumerate(MAP_CLASSES):
+        for t, thr in enumerate(DEFAULT_THRESHOLDS):
+            assert results[f'map/{name}/IoU@{thr:.2f}'] == pytest.approx(
+                iou[t, c], rel=1e-12), (name, thr)
+        assert results[f'map/{name}/IoU@max'] == pytest.approx(
+            iou[:, c].max(), rel=1e-12)
+    fixed = DEFAULT_THRESHOLDS.index(0.5)
+    assert results['map/mIoU@0.5'] == pytest.approx(
+        iou[fixed].mean(), rel=1e-12)
+    assert results['map/mIoU@max'] == pytest.approx(
+        iou.max(0).mean(), rel=1e-12)
+    # the thresholds matter here, and differ from a per-sample mean
+    assert iou[:, 0].max() > iou[:, 0].min()
+    per_sample = np.mean([published_ious([p], [g], [0.5])[0]
+                          for p, g in zip(preds, gts)], axis=0)
+    assert not np.allclose(per_sample, iou[fixed])
+
+
+def test_float32_threshold_edge_counts_as_positive():
+    """A probability equal to float32(0.35) is positive at 0.35, even when
+    handed over in float64 (BEVFusion compares against float32
+    thresholds)."""
+    edge = float(np.float32(0.35))
+    assert edge < 0.35
+    metric = BEVMapIoUMetric(classes=('a', ), thresholds=(0.35, ))
+    metric.process({}, [dict(
+        pred_masks_bev=torch.tensor([[[edge, 0.0]]], dtype=torch.float64),
+        gt_masks_bev=torch.tensor([[[True, False]]]))])
+    assert metric.compute_metrics(metric.results)['a/IoU@0.35'] == 1.0

@@ -1,10 +1,12 @@
 """Map masks: load from the packed cache vs rasterise on the fly.
 
 Both are timed in the same run on the same samples; the result is the
-samples/s of each and their ratio (cache / on-the-fly). On-the-fly is timed
-with the maps already loaded and indexed (the per-worker state a loader would
-keep), so the ratio is the per-sample cost only. Without ``--root`` a small
-dataset is generated with ``fuller.data_prep.synthetic_nuscenes``.
+samples/s of each and their ratio (cache / on-the-fly). On-the-fly is
+``rasterise_sample_masks`` (equal to the devkit's ``get_map_mask``; records
+found through an STRtree index), timed with the maps already loaded and
+indexed (the per-worker state a loader would keep), so the ratio is the
+per-sample cost only. Without ``--root`` a small dataset is generated with
+``fuller.data_prep.synthetic_nuscenes``.
 
 Usage::
 

@@ -9,15 +9,27 @@ predictions and ground truth must share that grid.
 counts (T, M) per sample, so what mmengine gathers across ranks are sums
 and the result does not depend on how samples were split.
 
+Definition (BEVFusion's ``evaluate_map``, which FULLER's tables follow):
+per class and threshold t, a cell is positive when ``prob >= t`` (t as
+float32), and TP, FP, FN are summed over every cell of every sample of the
+split before one ``IoU = TP / (TP + FP + FN)`` is taken (not a mean of
+per-sample IoUs). Counts are exact int64 (BEVFusion sums them in float32).
+
 Reported keys (under the ``map/`` prefix):
 
-- ``<class>/IoU@<t>`` for every threshold t, ``<class>/IoU@max``;
-- ``mIoU@0.5``: mean over classes at the fixed threshold (honest number);
-- ``mIoU@max``: mean over classes of the best IoU over the thresholds, the
-  number BEVFusion-style tables publish (threshold picked on the eval set).
+- ``<class>/IoU@<t>`` for every threshold t: that IoU;
+- ``<class>/IoU@max``: its maximum over the thresholds;
+- ``mIoU@0.5``: mean over classes of the IoU at the fixed threshold 0.5 (a
+  threshold not chosen on the evaluated split);
+- ``mIoU@max``: mean over classes of ``<class>/IoU@max`` -- BEVFusion's
+  ``map/mean/iou@max``, the number published tables report (each class's
+  threshold picked on the evaluated split).
 
-A class with no ground-truth and no predicted cell at a threshold has an
-undefined IoU (NaN), left out of the class means.
+A class with no ground-truth and no predicted cell over the whole split at
+a threshold has an undefined IoU (NaN) and is left out of the class means;
+BEVFusion's ``+ 1e-7`` in the denominator makes it 0 and averages it in.
+This is the only difference; it matters only for a class that neither
+occurs in the split's ground truth nor is ever predicted.
 """
 import warnings
 from typing import Dict, Optional, Sequence
@@ -73,7 +85,10 @@ class BEVMapIoUMetric(BaseMetric):
                     f'BEVMapIoUMetric: pred_masks_bev {tuple(pred.shape)} and '
                     f'gt_masks_bev {tuple(gt.shape)} must both be '
                     f'({len(self.classes)}, Y, X)')
-            thr = pred.new_tensor(self.thresholds).view(-1, 1, 1, 1)
+            # float32 thresholds, as BEVFusion's evaluate_map: a float32
+            # probability equal to float32(0.35) counts as >= 0.35
+            thr = torch.tensor(self.thresholds, dtype=torch.float32,
+                               device=pred.device).view(-1, 1, 1, 1)
             pred_pos = pred[None] >= thr                  # (T, M, Y, X)
             gt = gt[None].to(pred_pos.device)
             self.results.append(dict(
