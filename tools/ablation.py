@@ -12,11 +12,12 @@ spread, paired differences to the baseline and the verdict rule) is
 CPU study on the generated dataset (what README reports)::
 
     python tools/create_synthetic_nuscenes.py --root data/nuscenes-study \\
-        --version v1.0-trainval --num-scenes 24 --num-val-scenes 8 ...
+        --version v1.0-trainval --num-scenes 20 --num-val-scenes 6 \\
+        --keyframes 8 --image-size 704 396 --seed 1
     python tools/create_data.py nuscenes --root-path data/nuscenes-study \\
         --out-dir data/nuscenes-study --version v1.0-trainval
     python tools/ablation.py --study tiny --seeds 0 1 2 \\
-        --data-root data/nuscenes-study --work-dir work_dirs/study --epochs 6
+        --data-root data/nuscenes-study --work-dir work_dirs/study --epochs 4
 
 The same study at full size on GPU nodes (8 GPUs per run through
 tools/dist_train.sh / dist_test.sh, identical flags otherwise)::
@@ -90,8 +91,9 @@ def parse_args(argv=None):
     p.add_argument('--study', choices=sorted(STUDIES), default='tiny',
                    help='named set of variants (default: tiny)')
     p.add_argument('--variants', nargs='+',
-                   help='run only these variants of the study (the baseline '
-                   f'{BASELINE!r} is always kept)')
+                   help='run only these variants of the study (the report '
+                   'still covers every finished variant; it needs the '
+                   f'baseline {BASELINE!r})')
     p.add_argument('--variant', action='append', default=[],
                    metavar='NAME=CONFIG', help='add a variant (repeatable)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -113,25 +115,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def select_variants(args) -> Dict[str, Tuple[str, List[str]]]:
-    variants = dict(STUDIES[args.study])
-    if args.variants:
-        unknown = sorted(set(args.variants) - set(variants))
-        if unknown:
-            raise SystemExit(f'ablation: unknown variants {unknown} for study '
-                             f'{args.study!r}; known: {sorted(variants)}')
-        keep = set(args.variants) | {BASELINE}
-        variants = {k: v for k, v in variants.items() if k in keep}
+def select_variants(args) -> Tuple[Dict, Dict]:
+    """(variants to run, variants to report). ``--variants`` picks the runs;
+    the report covers every variant of the study (and ``--variant``) that has
+    finished runs in the work dir, so several runners may share one study."""
+    study = dict(STUDIES[args.study])
     for spec in args.variant:
         if '=' not in spec:
             raise SystemExit(f'ablation: --variant {spec!r} is not NAME=CONFIG')
         name, config = spec.split('=', 1)
-        variants[name] = (config, [])
-    for name, (config, _) in variants.items():
+        study[name] = (config, [])
+    to_run = study
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(study))
+        if unknown:
+            raise SystemExit(f'ablation: unknown variants {unknown} for study '
+                             f'{args.study!r}; known: {sorted(study)}')
+        to_run = {k: v for k, v in study.items() if k in args.variants}
+    for name, (config, _) in to_run.items():
         if not osp.isfile(osp.join(ROOT, config)) and not osp.isfile(config):
             raise SystemExit(f'ablation: config {config} of variant {name!r} '
                              'does not exist')
-    return variants
+    return to_run, study
 
 
 def schedule_options(epochs: Optional[int]) -> List[str]:
@@ -269,15 +274,15 @@ def write_report(args, variants, argv) -> Optional[str]:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    variants = select_variants(args)
+    to_run, study = select_variants(args)
     if not args.report_only:
         # seed-major order: every variant gets seed 0 before any gets seed 1,
         # so a study cut short still has paired runs to compare.
         for seed in args.seeds:
-            for name, (config, options) in variants.items():
+            for name, (config, options) in to_run.items():
                 run_one(args, name, config, options, seed)
-            write_report(args, variants, argv)
-    return write_report(args, variants, argv)
+            write_report(args, study, argv)
+    return write_report(args, study, argv)
 
 
 if __name__ == '__main__':

@@ -17,7 +17,7 @@ import ablation  # noqa: E402
 def test_runner_two_variants_two_seeds_and_resume(synthetic_dataroot,
                                                   tmp_path, capsys):
     work = tmp_path / 'study'
-    argv = ['--study', 'tiny', '--variants', 'fuller', '--seeds', '0', '1',
+    argv = ['--study', 'tiny', '--variants', 'naive', 'fuller', '--seeds', '0', '1',
             '--work-dir', str(work), '--data-root', str(synthetic_dataroot),
             '--epochs', '1', '--cfg-options', 'train_dataloader.batch_size=2']
     report = ablation.main(argv)
