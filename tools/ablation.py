@@ -25,6 +25,8 @@ tools/dist_train.sh / dist_test.sh, identical flags otherwise)::
     python tools/ablation.py --study full --seeds 0 1 2 --gpus 8 \\
         --data-root data/nuscenes --work-dir work_dirs/study-full
 
+Several runners may work on one study at once (e.g. one per free machine or
+core): each run is claimed with a lock file, so none is done twice.
 ``--variant NAME=CONFIG`` adds a variant of your own (repeatable);
 ``--variants A B`` keeps only some; ``--report-only`` aggregates what is
 there without training.
@@ -187,14 +189,55 @@ def last_checkpoint(run_dir: str) -> Optional[str]:
     return path if osp.isfile(path) else None
 
 
+def claim(run_dir: str) -> bool:
+    """Take ``run_dir/.lock`` for this process (O_EXCL). A lock whose owner
+    is no longer alive is taken over; one held by a live process is not, so
+    several runners on one study share its runs without doing one twice."""
+    lock = osp.join(run_dir, '.lock')
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(lock) as f:
+                    owner = int(f.read().strip() or 0)
+                os.kill(owner, 0)
+                return owner == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                try:
+                    os.remove(lock)  # stale: its owner died
+                except FileNotFoundError:
+                    pass
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, 'w') as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def run_one(args, name: str, config: str, options: List[str], seed: int
-            ) -> str:
-    """Train + test one (variant, seed); returns its metrics.json path."""
+            ) -> Optional[str]:
+    """Train + test one (variant, seed); returns its metrics.json path, or
+    None when another live runner holds the run."""
     run_dir = osp.abspath(osp.join(args.work_dir, name, f'seed{seed}'))
     metrics = osp.join(run_dir, 'metrics.json')
     if osp.isfile(metrics):
         return metrics
     os.makedirs(run_dir, exist_ok=True)
+    if not claim(run_dir):
+        print(f'[ablation] {name} seed {seed}: held by another runner',
+              flush=True)
+        return None
+    try:
+        return _train_and_test(args, name, config, options, seed, run_dir,
+                               metrics)
+    finally:
+        os.remove(osp.join(run_dir, '.lock'))
+
+
+def _train_and_test(args, name, config, options, seed, run_dir, metrics):
     log = osp.join(run_dir, 'ablation.log')
     opts = ([f'randomness.seed={seed}'] + schedule_options(args.epochs) +
             options + list(args.cfg_options))
