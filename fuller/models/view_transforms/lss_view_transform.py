@@ -32,8 +32,10 @@ from torch import Tensor, nn
 
 from fuller.structures.frames import BEVGrid
 from .bev_pool import bev_pool
+from .bev_pool_triton import bev_pool_depth_context, triton_available
 
 _WHERE = 'fuller/models/view_transforms/lss_view_transform.py'
+BEV_POOL_IMPLS = ('auto', 'torch', 'triton')
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int,
@@ -60,14 +62,25 @@ class BaseLSSViewTransform(BaseModule):
     """Geometry, lifting and splatting shared by the LSS variants.
 
     Subclasses build ``self.depth_net`` and implement ``forward``.
+
+    ``bev_pool_impl`` picks the splatting: 'torch' materialises the
+    (B*N, D, fH, fW, C) frustum features and sums them with ``bev_pool``
+    (any device; the reference); 'triton' pools depth x context without
+    materialising them (``bev_pool_triton``; CUDA, or CPU under
+    ``TRITON_INTERPRET=1``); 'auto' uses 'triton' for CUDA inputs when triton
+    is importable and 'torch' otherwise.
     """
 
     def __init__(self, *, in_channels: int, out_channels: int,
                  image_size: Sequence[int], feature_size: Sequence[int],
                  dbound: Sequence[float], xbound: Sequence[float],
                  ybound: Sequence[float], zbound: Sequence[float],
-                 downsample: int = 1) -> None:
+                 downsample: int = 1, bev_pool_impl: str = 'auto') -> None:
         super().__init__()
+        if bev_pool_impl not in BEV_POOL_IMPLS:
+            raise ValueError(f'{_WHERE}: bev_pool_impl must be one of '
+                             f'{BEV_POOL_IMPLS}, got {bev_pool_impl!r}')
+        self.bev_pool_impl = bev_pool_impl
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.image_size = _pair(image_size, 'image_size')
@@ -193,6 +206,35 @@ class BaseLSSViewTransform(BaseModule):
         ib = torch.arange(batch, device=pts.device).view(-1, 1).expand_as(iz)
         return torch.stack((ib, iz, iy, ix), dim=-1).reshape(-1, 4)
 
+    def frustum_cells(self, geom_lidar_aug: Tensor) -> Tensor:
+        """(B, N, D, fH, fW, 3) points -> (B*N, D, fH, fW) flat cells.
+
+        The cell of each point is the one ``voxelize`` gives, flattened as
+        ``bev_pool.flat_cell_index`` does (``((b*Z + z)*Y + y)*X + x``, and
+        ``B*Z*Y*X`` for a point outside the grid), without building the
+        (P, 4) table. int32 when the cell count allows.
+        """
+        batch = geom_lidar_aug.shape[0]
+        num_z, num_y, num_x = self.grid_shape
+        num_cells = batch * num_z * num_y * num_x
+        iy, ix = self.bev_grid.cell_index(geom_lidar_aug[..., 0],
+                                          geom_lidar_aug[..., 1])
+        iz = ((geom_lidar_aug[..., 2] - self.z_range[0]) /
+              self.z_range[2]).floor().long()
+        inside = ((ix >= 0) & (ix < num_x) & (iy >= 0) & (iy < num_y) &
+                  (iz >= 0) & (iz < num_z))
+        ib = torch.arange(batch, device=iz.device).view(-1, 1, 1, 1, 1)
+        flat = ((ib * num_z + iz) * num_y + iy) * num_x + ix
+        flat = torch.where(inside, flat, flat.new_full((), num_cells))
+        if num_cells < 2**31 - 1:
+            flat = flat.int()
+        return flat.flatten(0, 1)
+
+    def _use_triton(self, device: torch.device) -> bool:
+        if self.bev_pool_impl == 'auto':
+            return device.type == 'cuda' and triton_available()
+        return self.bev_pool_impl == 'triton'
+
     def lift_splat(self, depth_net_out: Tensor,
                    geom_lidar_aug: Tensor) -> Tensor:
         """Depth-net output -> pooled BEV map before ``bev_out``.
@@ -207,6 +249,11 @@ class BaseLSSViewTransform(BaseModule):
         num_d = self.depth_bins
         depth = depth_net_out[:, :num_d].softmax(dim=1)  # (B*N, D, fH, fW)
         context = depth_net_out[:, num_d:]  # (B*N, C, fH, fW)
+        if self._use_triton(depth_net_out.device):
+            bev = bev_pool_depth_context(
+                depth, context, self.frustum_cells(geom_lidar_aug),
+                geom_lidar_aug.shape[0], self.grid_shape)  # (B, Z, C, Y, X)
+            return bev.flatten(1, 2)
         frustum_feats = depth.unsqueeze(-1) * context.permute(
             0, 2, 3, 1).unsqueeze(1)  # (B*N, D, fH, fW, C)
         batch = geom_lidar_aug.shape[0]
@@ -232,6 +279,8 @@ class LSSViewTransform(BaseLSSViewTransform):
         xbound, ybound, zbound: (min, max, cell) of the pooling grid in the
             augmented LiDAR frame; X, Y, Z cells (see ``bev_grid``).
         downsample: stride of the conv block after pooling (1: none).
+        bev_pool_impl: 'auto', 'torch' or 'triton' (see
+            ``BaseLSSViewTransform``).
 
     Forward returns (B, C, Y', X') on ``output_grid``.
     """
@@ -240,11 +289,12 @@ class LSSViewTransform(BaseLSSViewTransform):
                  image_size: Sequence[int], feature_size: Sequence[int],
                  dbound: Sequence[float], xbound: Sequence[float],
                  ybound: Sequence[float], zbound: Sequence[float],
-                 downsample: int = 1) -> None:
+                 downsample: int = 1, bev_pool_impl: str = 'auto') -> None:
         super().__init__(in_channels=in_channels, out_channels=out_channels,
                          image_size=image_size, feature_size=feature_size,
                          dbound=dbound, xbound=xbound, ybound=ybound,
-                         zbound=zbound, downsample=downsample)
+                         zbound=zbound, downsample=downsample,
+                         bev_pool_impl=bev_pool_impl)
         self.depth_net = nn.Conv2d(self.in_channels,
                                    self.depth_bins + self.out_channels, 1)
 
@@ -280,11 +330,12 @@ class DepthLSSViewTransform(BaseLSSViewTransform):
                  image_size: Sequence[int], feature_size: Sequence[int],
                  dbound: Sequence[float], xbound: Sequence[float],
                  ybound: Sequence[float], zbound: Sequence[float],
-                 downsample: int = 1) -> None:
+                 downsample: int = 1, bev_pool_impl: str = 'auto') -> None:
         super().__init__(in_channels=in_channels, out_channels=out_channels,
                          image_size=image_size, feature_size=feature_size,
                          dbound=dbound, xbound=xbound, ybound=ybound,
-                         zbound=zbound, downsample=downsample)
+                         zbound=zbound, downsample=downsample,
+                         bev_pool_impl=bev_pool_impl)
         (img_h, img_w), (feat_h, feat_w) = self.image_size, self.feature_size
         stride = img_h // feat_h
         if (stride * feat_h != img_h or stride * feat_w != img_w

@@ -1,0 +1,80 @@
+"""Two CUDA ranks on NCCL apply the same FULLER weights: the DDP toy of
+tests/test_calibration/test_ddp.py (one GPU per rank, float64) against its
+single-process expectation. Needs two GPUs; skipped with the reason
+otherwise.
+"""
+import importlib.util
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(),
+                       reason='no CUDA GPU (torch.cuda.is_available() is '
+                       'False); run tools/gpu_check.sh on a GPU machine'),
+    pytest.mark.skipif(torch.cuda.device_count() < 2,
+                       reason=f'NCCL run needs 2 GPUs, this machine has '
+                       f'{torch.cuda.device_count()}'),
+]
+WORLD = 2
+
+
+def _ddp_module():
+    path = REPO_ROOT / 'tests' / 'test_calibration' / 'test_ddp.py'
+    spec = importlib.util.spec_from_file_location('fuller_test_ddp', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _worker(rank, port, out_dir):
+    ddp = _ddp_module()
+    torch.cuda.set_device(rank)
+    dist.init_process_group('nccl', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=WORLD)
+    try:
+        device = torch.device('cuda', rank)
+        model = DistributedDataParallel(ddp.Toy().double().to(device),
+                                        device_ids=[rank])
+        data = {k: v.to(device) for k, v in ddp.rank_data(rank).items()}
+        losses, _ = model(data)
+        sum(losses.values()).backward()
+        stats = model.module.grad_calibrator.last_stats
+        torch.save(dict(
+            alpha=[float(stats['task']['alpha'][t]) for t in ddp.TASKS],
+            scale=[float(stats['modality']['scale'][m])
+                   for m in ('camera', 'lidar')],
+            grads={n: p.grad.cpu()
+                   for n, p in model.module.named_parameters()}),
+            f'{out_dir}/rank{rank}.pt')
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_nccl_ranks_apply_identical_weights(tmp_path):
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD,
+             join=True)
+    results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD)]
+    assert results[0]['alpha'] == results[1]['alpha']
+    assert results[0]['scale'] == results[1]['scale']
+    alpha, _, scale, grads = _ddp_module()._single_process_expectation()
+    np.testing.assert_allclose(results[0]['alpha'], alpha, rtol=1e-5)
+    np.testing.assert_allclose(results[0]['scale'], scale, rtol=1e-5)
+    for name, grad in grads.items():
+        for result in results:
+            torch.testing.assert_close(result['grads'][name], grad,
+                                       rtol=1e-5, atol=1e-10, msg=name)
