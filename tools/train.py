@@ -1,6 +1,9 @@
 """Train a fuller model: ``python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]]``.
 
 Thin CLI over mmengine's Runner. Multi-GPU: ``tools/dist_train.sh CONFIG GPUS``.
+An epoch-based ``train_cfg`` without a ``type`` runs fuller's
+``ResumableEpochBasedTrainLoop``, so that ``--resume`` from a mid-epoch
+checkpoint continues the epoch instead of restarting it.
 """
 import argparse
 import os
@@ -9,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from fuller.compat import register_checkpoint_safe_globals
+from fuller.utils.checkpoint_loading import use_partial_loading
 from fuller.utils.config_utils import apply_cli_overrides
 from fuller.utils.dist import setup_cpu_distributed
 
@@ -26,7 +30,13 @@ def parse_args(argv=None):
         help='resume from CKPT, or from the latest checkpoint in the work '
         'dir when no path is given')
     parser.add_argument('--load-from', help='initialise weights from CKPT '
-                        '(e.g. the LiDAR-only stage of the two-stage recipe)')
+                        '(e.g. the LiDAR-only stage of the two-stage recipe); '
+                        'loaded keys are reported, shape mismatches stop the '
+                        'run')
+    parser.add_argument('--load-allow-shape-mismatch', nargs='+',
+                        metavar='PATTERN', help='with --load-from: model keys '
+                        '(fnmatch patterns, e.g. "heads.det.*") that may '
+                        'differ in shape and are then left as initialised')
     parser.add_argument('--data-root', help='dataroot with tables + infos; '
                         'overrides every dataloader and nuScenes evaluator')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -56,7 +66,13 @@ def build_config(args) -> Config:
                 '`auto_scale_lr = dict(base_batch_size=...)` in the config')
         cfg.auto_scale_lr.enable = True
     if args.load_from is not None:
-        cfg.load_from = args.load_from
+        use_partial_loading(cfg, args.load_from,
+                            args.load_allow_shape_mismatch)
+    train_cfg = cfg.get('train_cfg') or {}
+    if train_cfg.get('by_epoch', False) and 'type' not in train_cfg:
+        # mmengine's epoch loop restarts a resumed epoch from its first batch
+        cfg.train_cfg.pop('by_epoch')
+        cfg.train_cfg.type = 'ResumableEpochBasedTrainLoop'
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -4,7 +4,9 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
+    # written temp-then-rename; every `interval` epochs, or every `interval` iterations with
+    # by_epoch=False (resume then continues inside the epoch: fuller.engine.loops)
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, by_epoch=True, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='Det3DVisualizationHook'))
 custom_hooks = [dict(type='SparseConvAlgoHook'), dict(type='RunMetaHook')]

@@ -26,6 +26,6 @@ custom_hooks = [
     dict(type='GradientCalibrationHook', warmup_iters=4),
 ]
 default_hooks = dict(logger=dict(type='LoggerHook', interval=4),
-                     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
+                     checkpoint=dict(interval=1, max_keep_ckpts=2))
 log_processor = dict(window_size=4)
 env_cfg = dict(dist_cfg=dict(backend='gloo', timeout=1800))

@@ -49,6 +49,7 @@ def matrix(record):
                             Quaternion(record['rotation']))
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_schema_matches_real_mmdet3d_info(dataset):
     with open(REF_INFO, 'rb') as f:
         ref = pickle.load(f)
@@ -270,6 +271,7 @@ def _real_tables():
     return tables
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_real_sample_a_calibration_matches_mmdet3d_info():
     """Our camera and LiDAR matrices for a real keyframe, from its real
     tables, equal those of mmdet3d's converter (sample_a_infos_v2.pkl)."""

@@ -19,6 +19,8 @@ from fuller.datasets.transforms.loading import CAMERAS
 from tests.conftest import SHARED_REAL
 
 REAL = SHARED_REAL
+# every test here reads the real frames: skipped (or failed in CI) without them
+pytestmark = pytest.mark.usefixtures('real_nuscenes_root')
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 TOKEN_A = 'ca9a282c9e77460f8360f564131a8af5'
 DATA_PREFIX = dict(pts='samples/LIDAR_TOP',

@@ -24,6 +24,8 @@ from fuller.structures.frames import BEVGrid
 from tests.conftest import SHARED_REAL
 
 REAL = SHARED_REAL
+# every test here reads the real frames: skipped (or failed in CI) without them
+pytestmark = pytest.mark.usefixtures('real_nuscenes_root')
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 W, H = 1600, 900
 

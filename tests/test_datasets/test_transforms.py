@@ -112,6 +112,7 @@ def test_load_bev_map_masks_checks_grid(tmp_path):
 
 
 # ------------------------------------------------------------------ points
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_load_points_reads_real_scan():
     points = load_points(str(LIDAR_A), 5)
     assert points.shape == (34688, 5) and points.dtype == np.float32
@@ -119,6 +120,7 @@ def test_load_points_reads_real_scan():
     np.testing.assert_array_equal(points, raw)
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 @pytest.mark.parametrize('cut', [7, 8, 12])
 def test_load_points_rejects_truncated_file(tmp_path, cut):
     data = LIDAR_A.read_bytes()
@@ -191,6 +193,7 @@ def _image_results(paths):
                 })
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_load_images_scale_and_matrix():
     out = LoadMultiViewImages(scale=0.25)(_image_results([CAM_FRONT_A] * 2))
     assert len(out['img']) == 2 and out['img'][0].shape == (225, 400, 3)
@@ -203,6 +206,7 @@ def test_load_images_scale_and_matrix():
     np.testing.assert_array_equal(full['img_aug_matrix'], np.eye(4)[None])
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_load_images_bad_files(tmp_path):
     missing = tmp_path / 'gone.jpg'
     with pytest.raises(FileNotFoundError, match='gone.jpg'):

@@ -36,6 +36,8 @@ from tests.conftest import REPO_ROOT, SHARED_REAL
 FULL = REPO_ROOT / 'configs' / '_base_' / 'models' / 'bevfusion_multitask.py'
 DATASET = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'nus_multitask.py'
 REAL = SHARED_REAL
+# every test here reads the real frames: skipped (or failed in CI) without them
+pytestmark = pytest.mark.usefixtures('real_nuscenes_root')
 INFO_A = REAL / 'infos' / 'sample_a_infos_v2.pkl'
 PC_MIN, BEV_CELL, BEV_CELLS = -54.0, 0.075 * 8, 180
 MAP_CLASSES = 6

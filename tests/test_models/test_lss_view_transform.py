@@ -254,6 +254,7 @@ def _real_sample():
     return info, points.astype(np.float64)
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_real_calibration_round_trip():
     """Real LiDAR points -> pixel and depth of each real camera -> nearest
     frustum node -> get_geometry returns the (augmented) point."""
