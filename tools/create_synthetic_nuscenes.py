@@ -15,7 +15,8 @@ import sys
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description='Write a synthetic dataset in the nuScenes layout '
-        '(v1.0-mini tables, LIDAR_TOP sweeps, six cameras, map expansion).')
+        '(v1.0-mini/-trainval/-test tables, LIDAR_TOP sweeps, six cameras, '
+        'map expansion; v1.0-test without annotations, like the real one).')
     p.add_argument('--root', default='data/nuscenes-synthetic',
                    help='output dataroot (written atomically)')
     p.add_argument('--num-scenes', type=int, default=4)

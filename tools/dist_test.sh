@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args...]
+# Every argument after GPUS goes to tools/test.py unchanged, e.g. a leaderboard submission:
+#   tools/dist_test.sh CONFIG CKPT 8 --format-only --out-dir DIR --test-split
 set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2

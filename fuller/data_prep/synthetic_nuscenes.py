@@ -2,7 +2,7 @@
 
 ::
 
-    <root>/v1.0-mini/*.json                 13 tables (devkit NuScenes loads them)
+    <root>/<version>/*.json                 13 tables (devkit NuScenes loads them)
     <root>/samples/LIDAR_TOP/*.pcd.bin      keyframe scans, float32 x y z intensity ring
     <root>/sweeps/LIDAR_TOP/*.pcd.bin       intermediate scans (10 Hz with 4 per keyframe)
     <root>/samples/CAM_*/*.jpg              six cameras per 2 Hz keyframe
@@ -10,7 +10,10 @@
     <root>/maps/<token>.png                 semantic-prior basemap (devkit MapMask)
 
 Scene names come from the devkit split lists (v1.0-mini: mini_train and
-mini_val), so devkit split filters and ``DetectionEval`` accept them.
+mini_val; v1.0-trainval: train and val; v1.0-test: test), so devkit split
+filters and ``DetectionEval`` accept them. v1.0-test is written as the real
+test set is: the same sensor data and static tables, but empty ``instance``
+and ``sample_annotation`` tables (no ground truth).
 Calibrations are the real nuScenes ones (intrinsics scaled to the image
 size); LiDAR points are ray-cast against the annotated boxes, buildings and
 the ground; images are rendered from the same scene with a z-buffer. The same
@@ -129,6 +132,17 @@ def _build_layout(seed: int, index: int, keyframes: int,
     layout.bounds = (bounds[:, 0].min(), bounds[:, 1].min(),
                      bounds[:, 2].max(), bounds[:, 3].max())
     return layout
+
+
+def scene_layout(seed: int, index: int, keyframes_per_scene: int = 8,
+                 objects_scale: float = 1.0,
+                 lidar_azimuths: int = 1084) -> SceneLayout:
+    """The layout (road map, objects and their tracks, ego path; ``local``
+    frame) of scene ``index`` of a dataset generated with these arguments:
+    the generator's own ground truth, for checks that need more than the
+    written files (e.g. which pixels an object covers)."""
+    return _build_layout(seed, index, keyframes_per_scene, objects_scale,
+                         lidar_azimuths)
 
 
 def _place_in_maps(layouts, locations) -> Tuple[list, Dict[str, tuple]]:

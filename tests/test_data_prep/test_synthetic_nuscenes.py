@@ -155,6 +155,7 @@ def test_annotation_chains_and_attributes(synthetic):
             assert speed > 0.5, (names, speed)
 
 
+@pytest.mark.usefixtures('real_nuscenes_root')
 def test_real_calibrations_scaled(synthetic):
     _, _, nusc = synthetic
     real = json.loads((REAL_TABLES / 'calibrated_sensor.json').read_text())
@@ -477,3 +478,44 @@ def test_splits_follow_the_devkit():
         fsplits.get_split_scenes('v1.0-mini', 'test')
     with pytest.raises(ValueError, match='version'):
         fsplits.get_split_scenes('v1.0', 'val')
+
+
+def test_test_split_is_written_like_the_real_test_set(tmp_path):
+    """v1.0-test: devkit test-split scene names, sensor data and the static
+    tables, but empty instance and sample_annotation tables; its infos carry
+    the version and no instances."""
+    import pickle
+
+    from nuscenes import NuScenes
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from fuller.data_prep import create_nuscenes_data
+    root = tmp_path / 'test'
+    summary = generate_synthetic_nuscenes(
+        str(root), version='v1.0-test', num_scenes=2, keyframes_per_scene=2,
+        sweeps_per_keyframe=0, image_size=(64, 36), lidar_azimuths=180,
+        objects_scale=0.3)
+    assert sorted(os.listdir(root / 'v1.0-test')) == sorted(
+        f'{t}.json' for t in ('attribute', 'calibrated_sensor', 'category',
+                              'ego_pose', 'instance', 'log', 'map', 'sample',
+                              'sample_annotation', 'sample_data', 'scene',
+                              'sensor', 'visibility'))
+    for table in ('instance', 'sample_annotation'):
+        assert json.loads((root / 'v1.0-test' / f'{table}.json')
+                          .read_text()) == []
+    nusc = NuScenes('v1.0-test', str(root), verbose=False)
+    test_scenes = create_splits_scenes()['test']
+    assert [s['name'] for s in nusc.scene] == test_scenes[:2]
+    assert [s['name'] for s in summary['scenes']] == test_scenes[:2]
+    assert len(nusc.sample) == 4 and all(not s['anns'] for s in nusc.sample)
+    assert len(nusc.category) == 23 and len(nusc.attribute) == 8
+    lidar = nusc.get_sample_data_path(nusc.sample[0]['data']['LIDAR_TOP'])
+    assert osp.getsize(lidar) > 0
+    paths = create_nuscenes_data(str(root), str(root), 'v1.0-test',
+                                 progress=False, nusc=nusc)
+    assert list(paths) == ['test']
+    infos = pickle.loads(open(paths['test'], 'rb').read())
+    assert infos['metainfo']['version'] == 'v1.0-test'
+    assert sorted(i['token'] for i in infos['data_list']) == sorted(
+        s['token'] for s in nusc.sample)
+    assert all(i['instances'] == [] for i in infos['data_list'])

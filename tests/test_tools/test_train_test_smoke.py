@@ -71,11 +71,7 @@ def test_test_tool_reports_devkit_and_map_metrics(trained, synthetic_dataroot):
     mean_ap = metrics['NuScenes metric/pred_instances_3d_NuScenes/mAP']
     assert 0 <= mean_ap <= 1 and 0 <= nds <= 1
     assert 0 <= metrics['map/mIoU@0.5'] <= metrics['map/mIoU@max'] <= 1
-    # the devkit evaluated every val sample: the submission covered the split
-    results = list(work.glob('**/results_nusc.json'))
-    if results:
-        sub = json.loads(results[0].read_text())
-        assert sub['meta']['use_lidar'] and sub['meta']['use_camera']
+    # the submission file itself: tests/test_tools/test_format_only.py
 
 
 def test_dist_train_two_cpu_processes(synthetic_dataroot, tmp_path):

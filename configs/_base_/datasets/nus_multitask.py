@@ -64,6 +64,10 @@ val_dataloader = dict(
     dataset=dict(dataset_common, ann_file='nuscenes_infos_val.pkl', pipeline=test_pipeline,
                  test_mode=True))
 test_dataloader = val_dataloader
+# Leaderboard: tools/test.py --test-split (or --cfg-options test_split=True) swaps in these v1.0-test
+# infos (no annotations; the pipeline then loads no ground truth); see fuller.evaluation.format_only.
+test_split = False
+test_split_ann_file = 'nuscenes_infos_test.pkl'
 val_evaluator = [
     dict(type='NuScenesMetric', data_root=data_root,
          ann_file=data_root + 'nuscenes_infos_val.pkl', metric='bbox',
