@@ -13,13 +13,17 @@ model = dict(
         _delete_=True,
         type='CenterHead',
         in_channels=64,
+        # CenterHead maps label i to the i-th name of these groups read in order, so the groups
+        # must list the dataset's class_names (nus_synthetic.py) in that same order:
+        # car, truck, trailer, bus, construction_vehicle, bicycle, motorcycle, pedestrian,
+        # traffic_cone, barrier. tests/test_models/test_centerhead_config.py checks it.
         tasks=[
             dict(num_class=1, class_names=['car']),
-            dict(num_class=2, class_names=['truck', 'construction_vehicle']),
-            dict(num_class=2, class_names=['bus', 'trailer']),
-            dict(num_class=1, class_names=['barrier']),
-            dict(num_class=2, class_names=['motorcycle', 'bicycle']),
+            dict(num_class=2, class_names=['truck', 'trailer']),
+            dict(num_class=2, class_names=['bus', 'construction_vehicle']),
+            dict(num_class=2, class_names=['bicycle', 'motorcycle']),
             dict(num_class=2, class_names=['pedestrian', 'traffic_cone']),
+            dict(num_class=1, class_names=['barrier']),
         ],
         common_heads=dict(reg=(2, 2), height=(1, 2), dim=(3, 2), rot=(2, 2), vel=(2, 2)),
         share_conv_channel=32,
@@ -50,7 +54,7 @@ model = dict(
             post_center_limit_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0],
             max_per_img=100,
             max_pool_nms=False,
-            min_radius=[4, 12, 10, 1, 0.85, 0.175],
+            min_radius=[4, 12, 10, 0.85, 0.175, 1],  # circle-NMS radius (m) per task group above
             score_threshold=0.05,
             out_size_factor=out_size_factor,
             voxel_size=voxel_size[:2],

@@ -32,6 +32,29 @@ class InfoSchemaError(KeyError):
         return str(self.args[0])
 
 
+DATAROOT_HINT = (
+    'create the infos with `python tools/create_data.py nuscenes '
+    '--root-path <dataroot> --out-dir <dataroot> --version <version>` (for '
+    'the generated dataset: `make demo`), and point the config at that '
+    'folder (`--data-root` of tools/train.py and tools/test.py, or '
+    '`data_root` in the config)')
+
+
+def check_matrix(value, shapes: Sequence[tuple], key: str,
+                 where: str) -> np.ndarray:
+    """``value`` as a float64 array whose shape is one of ``shapes``;
+    otherwise a ValueError naming ``key`` and ``where`` (file, sample)."""
+    mat = np.asarray(value, dtype=np.float64)
+    if mat.shape not in shapes:
+        raise ValueError(
+            f'{where}: {key} has shape {mat.shape}, expected '
+            f'{" or ".join(str(s) for s in shapes)}; {REGENERATE_HINT}')
+    if not np.isfinite(mat).all():
+        raise ValueError(f'{where}: {key} holds NaN/inf values; '
+                         f'{REGENERATE_HINT}')
+    return mat
+
+
 def pad_intrinsics(cam2img: Sequence[Sequence[float]]) -> np.ndarray:
     """A 3x3 (or 3x4/4x4) intrinsic matrix padded into a 4x4 identity."""
     mat = np.asarray(cam2img, dtype=np.float64)
@@ -114,6 +137,7 @@ class NuScenesMultiTaskDataset(NuScenesDataset):
                  indices: Optional[Union[int, Sequence[int]]] = None,
                  serialize_data: bool = True,
                  max_refetch: int = 1000) -> None:
+        self._check_classes(metainfo)
         data_prefix = {**self.DEFAULT_PREFIX, **(data_prefix or {})}
         modality = {'use_camera': True, 'use_lidar': True, **(modality or {})}
         self.with_det = bool(with_det)
@@ -136,6 +160,53 @@ class NuScenesMultiTaskDataset(NuScenesDataset):
                          indices=indices,
                          serialize_data=serialize_data,
                          max_refetch=max_refetch)
+
+    @classmethod
+    def _check_classes(cls, metainfo: Optional[dict]) -> None:
+        """Every configured class must be a nuScenes detection class
+        (mmdet3d would fail with a bare ``list.index`` error)."""
+        classes = (metainfo or {}).get('classes')
+        if classes is None:
+            return
+        if isinstance(classes, str):
+            classes = [classes]
+        valid = list(cls.METAINFO['classes'])
+        unknown = [c for c in classes if c not in valid]
+        if unknown:
+            raise ValueError(
+                f'metainfo.classes of {cls.__name__} holds unknown class '
+                f'name(s) {unknown}; valid names are {valid}')
+        duplicates = sorted({c for c in classes if list(classes).count(c) > 1})
+        if duplicates:
+            raise ValueError(f'metainfo.classes of {cls.__name__} lists '
+                             f'{duplicates} more than once')
+
+    def load_data_list(self) -> List[dict]:
+        """mmdet3d's loading, plus clear errors for a missing info file,
+        an info file without samples, and a training set in which
+        ``filter_empty_gt`` would drop every sample."""
+        if self.backend_args is None and not osp.isfile(self.ann_file):
+            where = (f'data_root {self.data_root} does not exist'
+                     if self.data_root and not osp.isdir(self.data_root)
+                     else f'data_root is {self.data_root!r}')
+            raise FileNotFoundError(
+                f'Info file {self.ann_file} not found ({where}); '
+                f'{DATAROOT_HINT}')
+        data_list = super().load_data_list()
+        if not data_list:
+            raise ValueError(
+                f'Info file {self.ann_file} holds no samples (its split has '
+                f'no scenes in the tables, or the wrong --version was '
+                f'converted); {REGENERATE_HINT}')
+        if self.filter_empty_gt and not self.test_mode and not any(
+                (info['ann_info']['gt_labels_3d'] >= 0).any()
+                for info in data_list):
+            raise ValueError(
+                f'Info file {self.ann_file}: none of its {len(data_list)} '
+                f'samples has a box of the classes {self.metainfo["classes"]}'
+                f', so filter_empty_gt=True would drop them all; set '
+                f'filter_empty_gt=False to train on samples without boxes')
+        return data_list
 
     @property
     def needs_annotations(self) -> bool:
@@ -188,11 +259,31 @@ class NuScenesMultiTaskDataset(NuScenesDataset):
                 f'file is from an older or different converter; '
                 f'{REGENERATE_HINT}')
 
+    def check_info_matrices(self, info: dict) -> None:
+        """Raise a ValueError naming the info file, the sample and the key
+        when a pose or calibration matrix has the wrong shape (a 3x3 where
+        a 4x4 is expected) or non-finite values."""
+        where = (f'Info file {self.ann_file}, sample '
+                 f'{info.get("token", info.get("sample_idx", "?"))}')
+        check_matrix(info['ego2global'], [(4, 4)], 'ego2global', where)
+        check_matrix(info['lidar_points']['lidar2ego'], [(4, 4)],
+                     'lidar_points.lidar2ego', where)
+        if not self.modality['use_camera']:
+            return
+        for cam in self.cam_names:
+            cam_info = info['images'][cam]
+            check_matrix(cam_info['cam2img'], [(3, 3), (3, 4), (4, 4)],
+                         f'images.{cam}.cam2img', where)
+            for key in ('lidar2cam', 'cam2ego'):
+                check_matrix(cam_info[key], [(4, 4)], f'images.{cam}.{key}',
+                             where)
+
     def parse_data_info(self, info: dict) -> dict:
         """Check the schema, then add cameras, frames and map fields."""
         self.check_info_schema(info)
         if not self.with_det:
             info['instances'] = []
+        self.check_info_matrices(info)
         info = super().parse_data_info(info)
         info['lidar2ego'] = np.asarray(info['lidar_points']['lidar2ego'],
                                        dtype=np.float64)
