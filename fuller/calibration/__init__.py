@@ -2,18 +2,23 @@
 
 ``GradientCalibrator`` is what a model owns (``model.grad_calibrator``);
 ``GradientCalibrationHook`` (registered in mmdet3d's HOOKS) drives it from a
-config; ``task_weights`` holds the pure math.
+config; ``task_weights`` holds the pure math; ``step_scaling`` the step form
+of the modality level and the measured branch steps.
 """
 from .calibration_hook import GradientCalibrationHook
 from .calibrator import GradientCalibrator
 from .grad_functions import ModalityGradCalibration, TaskGradCalibration
+from .step_scaling import (MODALITY_MODES, BranchStepScaler,
+                           apply_step_scale_, group_parameters)
 from .task_weights import (MODALITY_TARGETS, TASK_MAGNITUDES, TASK_METHODS,
                            TaskWeights, compute_task_weights, cosine_matrix,
-                           gram_matrix, match_sum_magnitude, modality_scales)
+                           gram_matrix, match_sum_magnitude, modality_scales,
+                           task_shares)
 
 __all__ = [
     'GradientCalibrator', 'GradientCalibrationHook', 'TaskGradCalibration',
     'ModalityGradCalibration', 'TaskWeights', 'compute_task_weights',
     'cosine_matrix', 'gram_matrix', 'modality_scales', 'match_sum_magnitude',
-    'TASK_METHODS', 'TASK_MAGNITUDES', 'MODALITY_TARGETS'
+    'TASK_METHODS', 'TASK_MAGNITUDES', 'MODALITY_TARGETS', 'MODALITY_MODES',
+    'BranchStepScaler', 'apply_step_scale_', 'group_parameters', 'task_shares'
 ]

@@ -23,15 +23,31 @@ on ``model.grad_calibrator`` (a ``GradientCalibrator``), found through
 
 Every rank sets the same flags, which keeps the in-backward all-reduce of the
 calibrator matched across ranks.
-"""
-from typing import Optional
 
+Steps (``step_scaling.BranchStepScaler``, attached to the optimiser in
+before_train): with ``log_steps`` the norm of the parameter change of each
+group of ``param_prefixes`` (camera branch, LiDAR branch, trunk) is measured
+on the logged iterations (``calib/norm/step/<group>``,
+``calib/step_rel/<group>``); with the calibrator's ``modality_mode='step'``
+each modality branch's step is multiplied by its factor on every step
+(``calib/step_scale/<modality>``).
+"""
+from typing import Dict, Optional, Sequence
+
+import torch
 from mmengine.hooks import Hook, LoggerHook
 from mmengine.model import is_model_wrapper
 
 from mmdet3d.registry import HOOKS
 
 from .calibrator import GradientCalibrator
+from .step_scaling import BranchStepScaler, group_parameters
+
+# MultiTaskBEVFusion's modules per group (parameter-name prefixes).
+BEVFUSION_PARAM_PREFIXES = dict(
+    camera=('img_backbone.', 'img_neck.', 'view_transform.'),
+    lidar=('pts_voxel_encoder.', 'pts_middle_encoder.'),
+    trunk=('fuser.', 'decoder.'))
 
 
 @HOOKS.register_module()
@@ -48,6 +64,11 @@ class GradientCalibrationHook(Hook):
             None takes the LoggerHook's interval (50 without one).
         log_during_warmup: also record stats while the levels are off (adds
             the Gram/norm computation on those logged iterations only).
+        log_steps: measure each parameter group's step on logged
+            iterations (needs ``runner.optim_wrapper.optimizer``).
+        param_prefixes: {group: parameter-name prefixes}; a group named like
+            a modality is that modality's branch (scaled in step mode).
+            None: ``BEVFUSION_PARAM_PREFIXES`` (MultiTaskBEVFusion).
     """
 
     priority = 'NORMAL'  # before LoggerHook (BELOW_NORMAL) in after_train_iter
@@ -55,7 +76,8 @@ class GradientCalibrationHook(Hook):
     def __init__(self, enable_task: Optional[bool] = None,
                  enable_modality: Optional[bool] = None,
                  warmup_iters: int = 0, log_interval: Optional[int] = None,
-                 log_during_warmup: bool = True):
+                 log_during_warmup: bool = True, log_steps: bool = True,
+                 param_prefixes: Optional[Dict[str, Sequence[str]]] = None):
         if warmup_iters < 0:
             raise ValueError('fuller/calibration/calibration_hook.py: '
                              f'warmup_iters must be >= 0, got {warmup_iters}')
@@ -67,8 +89,13 @@ class GradientCalibrationHook(Hook):
         self.warmup_iters = warmup_iters
         self.log_interval = log_interval
         self.log_during_warmup = log_during_warmup
+        self.log_steps = log_steps
+        self.param_prefixes = {
+            name: tuple(starts) for name, starts in
+            (param_prefixes or BEVFUSION_PARAM_PREFIXES).items()}
         self._levels = None
         self._record = False
+        self._step_scaler: Optional[BranchStepScaler] = None
 
     @staticmethod
     def get_calibrator(runner) -> GradientCalibrator:
@@ -100,6 +127,44 @@ class GradientCalibrationHook(Hook):
             loggers = [h for h in getattr(runner, 'hooks', [])
                        if isinstance(h, LoggerHook)]
             self.log_interval = loggers[0].interval if loggers else 50
+        self._attach_step_scaler(runner, calibrator)
+
+    def _attach_step_scaler(self, runner, calibrator) -> None:
+        """Hook a ``BranchStepScaler`` onto the optimiser when needed."""
+        where = 'fuller/calibration/calibration_hook.py'
+        scale = calibrator.modality_mode == 'step' and self._levels[1]
+        if self._step_scaler is not None or not (scale or self.log_steps):
+            return
+        optimizer = getattr(getattr(runner, 'optim_wrapper', None),
+                            'optimizer', None)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            if scale:
+                raise TypeError(
+                    f"{where}: modality_mode='step' needs one optimiser at "
+                    'runner.optim_wrapper.optimizer, found '
+                    f'{type(optimizer).__name__}')
+            return
+        model = runner.model
+        if is_model_wrapper(model) or hasattr(model, 'module'):
+            model = getattr(model, 'module', model)
+        groups = group_parameters(model, self.param_prefixes)
+        missing = [m for m in calibrator.modality_names if m not in groups]
+        if scale and missing:
+            raise ValueError(
+                f"{where}: modality_mode='step' needs the parameters of every "
+                f'modality branch; param_prefixes {self.param_prefixes} match '
+                f'no parameter of {type(model).__name__} for {missing}')
+        if not self.log_steps:
+            groups = {m: p for m, p in groups.items()
+                      if m in calibrator.modality_names}
+        if groups:
+            self._step_scaler = BranchStepScaler(calibrator, groups).attach(
+                optimizer)
+
+    def after_train(self, runner) -> None:
+        if self._step_scaler is not None:
+            self._step_scaler.detach()
+            self._step_scaler = None
 
     def before_train(self, runner) -> None:
         self._resolve_levels(runner)

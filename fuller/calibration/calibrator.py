@@ -28,6 +28,13 @@ entering the modality branches are "calibrated again to the same level".
 IMTL-G (closed form) at the first level is this project's choice; the other
 methods sit behind the same ``task_method`` key.
 
+Modality mode. ``modality_mode='grad'`` (default) rescales the gradients
+entering the branches as above. ``'step'`` computes the same factors but
+leaves the gradients alone and multiplies each branch's applied optimiser
+step by them instead (``step_scaling``: under AdamW a rescaled gradient is
+normalised away, a rescaled step is not); it needs a ``BranchStepScaler`` on
+the optimiser, which ``GradientCalibrationHook`` attaches.
+
 Modality target. We default to the mean of the two norms ('mean'): the sum
 of the two gradient norms reaching the encoders is unchanged, only its split
 between camera and LiDAR is equalised. 'max'/'min' or a modality name
@@ -68,9 +75,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .grad_functions import ModalityGradCalibration, TaskGradCalibration
+from .step_scaling import MODALITY_MODES, modality_step_factors
 from .task_weights import (MODALITY_TARGETS, TASK_MAGNITUDES, TASK_METHODS,
                            TaskWeights, compute_task_weights, cosine_matrix,
-                           gram_matrix, match_sum_magnitude, modality_scales)
+                           gram_matrix, match_sum_magnitude, modality_scales,
+                           task_shares)
 
 SharedFeat = Union[Tensor, Sequence[Tensor]]
 
@@ -93,6 +102,9 @@ class GradientCalibrator:
             (IMTL-G's sum to one, as published); 'sum' keeps their direction
             but scales the aggregated trunk gradient to the length of the
             plain summed gradient (see ``match_sum_magnitude``).
+        modality_mode: 'grad' rescales the modality gradients (FULLER as
+            published); 'step' applies the same factors to each branch's
+            optimiser step instead (see ``step_scaling``).
     """
 
     def __init__(self, task_method: str = 'imtl_g',
@@ -101,8 +113,13 @@ class GradientCalibrator:
                  modality_names: Sequence[str] = ('camera', 'lidar'),
                  sync_ddp: bool = True, seed: int = 0,
                  zero_tol: float = 1e-10, rcond: float = 1e-6,
-                 task_magnitude: str = 'weights'):
+                 task_magnitude: str = 'weights',
+                 modality_mode: str = 'grad'):
         where = 'fuller/calibration/calibrator.py'
+        if modality_mode not in MODALITY_MODES:
+            raise ValueError(f'{where}: unknown modality_mode '
+                             f'{modality_mode!r}; choose one of '
+                             f'{MODALITY_MODES}')
         if task_magnitude not in TASK_MAGNITUDES:
             raise ValueError(f'{where}: unknown task_magnitude '
                              f'{task_magnitude!r}; choose one of '
@@ -128,6 +145,9 @@ class GradientCalibrator:
         self.zero_tol = zero_tol
         self.rcond = rcond
         self.task_magnitude = task_magnitude
+        self.modality_mode = modality_mode
+        self.step_scaler_attached = False
+        self.pending_step_scales: Optional[Dict[str, float]] = None
         self.record_stats = False
         self.grad_scale: Optional[float] = None
         self.step = 0
@@ -138,7 +158,8 @@ class GradientCalibrator:
         return (f'{type(self).__name__}(task_method={self.task_method!r}, '
                 f'modality_target={self.modality_target!r}, '
                 f'enable_task={self.enable_task}, '
-                f'enable_modality={self.enable_modality})')
+                f'enable_modality={self.enable_modality}, '
+                f'modality_mode={self.modality_mode!r})')
 
     # ----------------------------------------------------------- forward API
     def split_shared(self, shared: SharedFeat, task_names: Sequence[str]
@@ -180,6 +201,8 @@ class GradientCalibrator:
             raise ValueError(
                 'fuller/calibration/calibrator.py: calibrate_modalities got '
                 f'{len(feats)} tensors for modalities {self.modality_names}')
+        if self.modality_mode == 'step':
+            self.pending_step_scales = None  # set again by this backward
         present = [i for i, f in enumerate(feats) if f is not None]
         use_fn = ((self.enable_modality or self.record_stats)
                   and len(present) > 1 and torch.is_grad_enabled()
@@ -243,8 +266,28 @@ class GradientCalibrator:
             scales, _ = modality_scales(sq, target, names)
         else:
             scales = torch.ones_like(sq)
-        self._record_modality(names, sq, scales, enabled)
+        step_scales = None
+        if enabled and self.modality_mode == 'step':
+            scales, step_scales = modality_step_factors(scales)
+            self.pending_step_scales = dict(zip(names, step_scales.tolist()))
+            if not self.step_scaler_attached:
+                self._warn_once(('modality', 'no_step_scaler'), (
+                    "modality_mode='step' but no BranchStepScaler is "
+                    'attached to the optimiser (GradientCalibrationHook '
+                    'attaches one): the modality level changes nothing'))
+        self._record_modality(names, sq, scales, enabled, step_scales)
         return scales.tolist()
+
+    def pop_step_scales(self) -> Optional[Dict[str, float]]:
+        """{modality: step factor} of the last backward (step mode), once."""
+        scales, self.pending_step_scales = self.pending_step_scales, None
+        return scales
+
+    def record_steps(self, norms: Dict[str, float], rel: Dict[str, float],
+                     scales: Dict[str, float]) -> None:
+        """Store the measured parameter steps (``BranchStepScaler``)."""
+        self.last_stats['param_step'] = dict(norm=dict(norms), rel=dict(rel),
+                                             scale=dict(scales))
 
     # ------------------------------------------------------------ statistics
     def _warn_once(self, key: Tuple[str, str], message: str) -> None:
@@ -270,8 +313,12 @@ class GradientCalibrator:
                 f'(step {self.step}); it gets weight 0 while excluded'))
         ok = [n not in excluded for n in names]
         weights = torch.tensor(alpha, dtype=torch.float64) * torch.tensor(ok)
-        combined_sq = float(weights @ torch.where(
-            torch.isfinite(gram), gram, torch.zeros_like(gram)) @ weights)
+        finite_gram = torch.where(torch.isfinite(gram), gram,
+                                  torch.zeros_like(gram))
+        combined_sq = float(weights @ finite_gram @ weights)
+        kept = torch.tensor(ok, dtype=torch.float64)
+        shares = task_shares(finite_gram * kept[:, None] * kept[None, :],
+                             weights)
         stats = dict(
             names=list(names), method=self.task_method, enabled=enabled,
             alpha=dict(zip(names, alpha)),
@@ -284,13 +331,17 @@ class GradientCalibrator:
                          for j in range(len(names))]
                         for i in range(len(names))],
             combined_norm=self._unscale(max(combined_sq, 0.0) ** 0.5),
-            excluded=excluded, fallback=result.fallback)
+            excluded=excluded, fallback=result.fallback,
+            shares={key: {n: float(v) for n, v, good in
+                          zip(names, values.tolist(), ok) if good}
+                    for key, values in shares.items()})
         self.last_stats['task'] = stats
         self.last_stats['step'] = self.step
         self.last_stats['loss_scale'] = self.grad_scale
 
     def _record_modality(self, names: Sequence[str], sq: Tensor,
-                         scales: Tensor, enabled: bool) -> None:
+                         scales: Tensor, enabled: bool,
+                         step_scales: Optional[Tensor] = None) -> None:
         finite = torch.isfinite(sq)
         for name, good in zip(names, finite.tolist()):
             if not good:
@@ -308,6 +359,8 @@ class GradientCalibrator:
                              for n, v in zip(names, after)},
             scale=dict(zip(names, scales.tolist())),
             nonfinite=[n for n, g in zip(names, finite.tolist()) if not g])
+        if step_scales is not None:
+            stats['step_scale'] = dict(zip(names, step_scales.tolist()))
         if float(norms[1]) > 0:
             stats['ratio_before'] = float(norms[0] / norms[1])
         if float(after[1]) > 0:
@@ -322,6 +375,10 @@ class GradientCalibrator:
         norm/task/combined, excluded/<task> (0/1), norm/modality/<m>,
         norm/modality_calibrated/<m>, scale/<m>, modality_ratio/before and
         /after (norm of the first modality over the second: camera / lidar).
+        What each task gets (``task_weights.task_shares``): share/<task>,
+        share_plain/<task>, proj_rel/<task>. Step mode: step_scale/<m>.
+        Measured steps (``BranchStepScaler``): norm/step/<group>,
+        step_rel/<group>. NaN values are left out.
         """
         out: Dict[str, float] = {}
         task = self.last_stats.get('task')
@@ -335,6 +392,10 @@ class GradientCalibrator:
             for pair, val in task['cos'].items():
                 out[f'{prefix}/cos/{pair}'] = val
             out[f'{prefix}/norm/task/combined'] = task['combined_norm']
+            for key, values in task.get('shares', {}).items():
+                for name, val in values.items():
+                    if val == val:  # not NaN
+                        out[f'{prefix}/{key}/{name}'] = val
         mod = self.last_stats.get('modality')
         if mod:
             for name in mod['names']:
@@ -345,6 +406,14 @@ class GradientCalibrator:
             for key in ('before', 'after'):
                 if f'ratio_{key}' in mod:
                     out[f'{prefix}/modality_ratio/{key}'] = mod[f'ratio_{key}']
+            for name, val in mod.get('step_scale', {}).items():
+                out[f'{prefix}/step_scale/{name}'] = val
+        step = self.last_stats.get('param_step')
+        if step:
+            for name, val in step['norm'].items():
+                out[f'{prefix}/norm/step/{name}'] = val
+            for name, val in step['rel'].items():
+                out[f'{prefix}/step_rel/{name}'] = val
         return out
 
     def reset_stats(self) -> None:

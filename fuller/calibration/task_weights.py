@@ -323,3 +323,43 @@ def match_sum_magnitude(gram: Tensor, weights: TaskWeights) -> Tensor:
             plain <= 0 or calibrated <= 0:
         return alpha
     return alpha * torch.sqrt(plain / calibrated)
+
+
+def task_shares(gram: Tensor, alpha: Tensor) -> dict:
+    """What each task gets from the applied shared-feature gradient.
+
+    With g = sum_j alpha_j g_j (applied) and s = sum_j g_j (plain sum), all
+    read off the Gram matrix G (K, K) and alpha (K,) (excluded tasks: alpha 0
+    and, for the plain sum, left out by passing a Gram with their rows and
+    columns zeroed):
+
+    ``share``       alpha_i g_i . g / |g|^2 = alpha_i (G alpha)_i / a^T G a:
+                    task i's term's part of the applied update, measured
+                    along the update; the K shares sum to 1.
+    ``share_plain`` g_i . s / |s|^2 = (G 1)_i / 1^T G 1: the same for the
+                    plain sum.
+    ``proj_rel``    (g . u_i) / (s . u_i) = (G alpha)_i / (G 1)_i: the
+                    projection of the applied gradient on task i's unit
+                    gradient relative to the plain sum's (1: the task gets
+                    what the plain sum gives it along its own direction; the
+                    first-order decrease of L_i scales with it under SGD).
+
+    Returns {'share': (K,), 'share_plain': (K,), 'proj_rel': (K,)} float64
+    host tensors; NaN where a denominator is zero (no update, or a task whose
+    plain-sum projection vanishes).
+    """
+    gram = gram.detach().to('cpu', torch.float64)
+    alpha = alpha.detach().to('cpu', torch.float64)
+    ones = torch.ones_like(alpha)
+    g_alpha, g_ones = gram @ alpha, gram @ ones
+    applied_sq, plain_sq = float(alpha @ g_alpha), float(ones @ g_ones)
+    nan = torch.full_like(alpha, float('nan'))
+    scale = max(float(gram.diagonal().abs().max()), 1e-300) if \
+        gram.numel() else 1.0
+    tiny = 1e-12 * scale
+    share = alpha * g_alpha / applied_sq if applied_sq > tiny else nan
+    share_plain = g_ones / plain_sq if plain_sq > tiny else nan
+    proj_rel = torch.where(g_ones.abs() > tiny,
+                           g_alpha / torch.where(g_ones.abs() > tiny, g_ones,
+                                                 ones), nan)
+    return dict(share=share, share_plain=share_plain, proj_rel=proj_rel)

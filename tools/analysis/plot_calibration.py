@@ -5,6 +5,12 @@ mmengine's LoggerHook writes ``<work_dir>/<timestamp>/vis_data/scalars.json``
 GradientCalibrationHook logs ``calib/...`` keys there; this tool draws one PNG
 per group (``calib/alpha/*`` -> ``calib_alpha.png``, ``calib/norm/task/*`` ->
 ``calib_norm_task.png``, ``calib/cos/*``, ``calib/modality_ratio/*`` ...).
+A group ``<g>_plain`` (e.g. ``calib/share_plain/*``, what the plain summed
+loss would give) is drawn dashed in ``<g>``'s figure, in the same colours.
+What each task gets: ``calib_share.png`` (share of the applied trunk update
+per task, dashed: the plain sum's) and ``calib_proj_rel.png`` (projection on
+each task's unit gradient relative to the plain sum's); the step each branch
+took: ``calib_norm_step.png`` and ``calib_step_rel.png``.
 
 Usage::
 
@@ -23,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from fuller.utils.io import atomic_open
 
 Series = Dict[str, Tuple[List[float], List[float]]]
+PLAIN = '_plain'
 
 
 def find_scalars_json(path: str) -> Path:
@@ -96,9 +103,16 @@ def plot_calibration(json_path: str, out_dir: Optional[str] = None,
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for group, members in groups.items():
+        if group.endswith(PLAIN) and group[:-len(PLAIN)] in groups:
+            continue  # drawn dashed in its base group's figure
         fig, ax = plt.subplots(figsize=(7, 4))
+        colours = {}
         for name, (steps, values) in members.items():
-            ax.plot(steps, values, label=name, linewidth=1.2)
+            line, = ax.plot(steps, values, label=name, linewidth=1.2)
+            colours[name] = line.get_color()
+        for name, (steps, values) in groups.get(group + PLAIN, {}).items():
+            ax.plot(steps, values, label=f'{name} (plain sum)',
+                    linestyle='--', linewidth=1.0, color=colours.get(name))
         positive = all(v > 0 for _, vals in members.values() for v in vals)
         if group.startswith('norm') and positive:
             ax.set_yscale('log')
