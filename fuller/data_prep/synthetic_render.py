@@ -187,11 +187,14 @@ def _face_pixels(poly_cam, cam2img, image_size):
 def render_camera(origin: np.ndarray, cam2local_rot: np.ndarray,
                   cam2img: np.ndarray, image_size: Tuple[int, int],
                   rays_cam: np.ndarray, boxes: Dict[str, np.ndarray],
-                  ground: GroundRaster):
+                  ground: GroundRaster, return_owner: bool = False):
     """Render one image.
 
     Returns the image (H, W, 3) uint8 RGB and, per box, the number of pixels
     where it is visible and where it would be visible without occluders.
+    With ``return_owner`` a fourth value follows: (H, W) int32, the index
+    (into ``boxes``) of the box seen at each pixel, -1 for ground and sky
+    (the image and counts are the same either way).
     """
     w, h = image_size
     dirs = rays_cam @ cam2local_rot.T.astype(np.float32)
@@ -222,6 +225,9 @@ def render_camera(origin: np.ndarray, cam2local_rot: np.ndarray,
     image = _shade(origin, dirs, zbuf, face_id, face_rgb, ground)
     visible = np.bincount(np.asarray(face_box, np.int64)[face_id[face_id >= 0]],
                           minlength=len(total))
+    if return_owner:  # face_id -1 picks the appended -1
+        owner = np.asarray(face_box + [-1], np.int32)[face_id]
+        return image.reshape(h, w, 3), visible, total, owner.reshape(h, w)
     return image.reshape(h, w, 3), visible, total
 
 
