@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The two runs compared: config files and the names the report gives them.
-FULLER_CONFIG=${FULLER_CONFIG:-configs/fuller/fuller_tiny_1xb2-24e_synthetic-nus.py}
-FULLER_NAME=${FULLER_NAME:-FULLER}
+# FULLER with task_magnitude='sum': the FULLER variant the ablation study supports (README).
+FULLER_CONFIG=${FULLER_CONFIG:-configs/fuller/fuller_tiny-summag_1xb2-24e_synthetic-nus.py}
+FULLER_NAME=${FULLER_NAME:-FULLER (sum magnitude)}
 BASELINE_CONFIG=${BASELINE_CONFIG:-configs/bevfusion/bevfusion_tiny_1xb2-24e_synthetic-nus.py}
 BASELINE_NAME=${BASELINE_NAME:-plain sum}
 DEMO_BASELINE=${DEMO_BASELINE:-1}
