@@ -20,7 +20,7 @@ Definitions (each number below is over the seeds a variant has finished):
   fewer than two paired seeds exist, because no spread can be measured).
 """
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -172,7 +172,3 @@ def plot(summary: Dict, path: str, metrics: Sequence = METRICS) -> None:
         fig.savefig(f, format='png', dpi=110)
     plt.close(fig)
 
-
-def variants_in_order(names: List[str], runs: Runs) -> List[str]:
-    """``names`` that have runs, in the given order."""
-    return [n for n in names if n in runs]
