@@ -4,7 +4,9 @@ mmengine 0.10.7's ``init_dist('pytorch')`` calls ``torch.cuda.set_device``
 and its default DDP wrapper passes ``device_ids=[LOCAL_RANK]``; both fail
 without a GPU. For a launched run on a machine without CUDA we initialise
 the gloo process group ourselves (mmengine then skips its own init) and wrap
-the model with ``device_ids=None``. GPU runs are untouched.
+the model with ``device_ids=None``. ``sync_bn`` ('torch' or 'mmcv', both
+CUDA-only) becomes ``CPUSyncBatchNorm`` through the
+``CPUSyncBNDistributedDataParallel`` wrapper. GPU runs are untouched.
 """
 import datetime
 import os
@@ -32,6 +34,14 @@ def setup_cpu_distributed(cfg: Config) -> bool:
                                 world_size=int(os.environ['WORLD_SIZE']))
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
+    if cfg.get('sync_bn') is not None:
+        if wrapper['type'] not in ('MMDistributedDataParallel',
+                                   'CPUSyncBNDistributedDataParallel'):
+            raise RuntimeError(
+                f"sync_bn={cfg.sync_bn!r} on a CPU run needs the default model "
+                f"wrapper, got model_wrapper_cfg.type={wrapper['type']!r}")
+        wrapper['type'] = 'CPUSyncBNDistributedDataParallel'
+        cfg.sync_bn = None  # mmengine would convert to CUDA-only SyncBN
     wrapper['device_ids'] = None
     wrapper.setdefault('broadcast_buffers', False)
     cfg.model_wrapper_cfg = wrapper
