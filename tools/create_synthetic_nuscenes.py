@@ -5,7 +5,7 @@ Example::
     python tools/create_synthetic_nuscenes.py --root data/nuscenes-synthetic \\
         --num-scenes 4 --keyframes 8 --image-size 704 396
 
-See :func:`fuller.data_prep.synthetic_nuscenes.generate_synthetic_nuscenes`.
+See :func:`fuller.data_prep.synthetic.generate_synthetic_nuscenes`.
 """
 import argparse
 import json
@@ -44,8 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from fuller.data_prep.synthetic_nuscenes import \
-        generate_synthetic_nuscenes
+    from fuller.data_prep.synthetic import generate_synthetic_nuscenes
     try:
         summary = generate_synthetic_nuscenes(
             args.root, num_scenes=args.num_scenes,

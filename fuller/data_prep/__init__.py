@@ -5,7 +5,7 @@ from .bev_map_masks import (MAP_GRID, check_map_expansion,
                             create_map_mask_cache, rasterise_sample_masks)
 from .nuscenes_infos import create_nuscenes_data
 from .splits import eval_set_name, get_split_scenes, split_of_scenes
-from .synthetic_nuscenes import generate_synthetic_nuscenes
+from .synthetic import generate_synthetic_nuscenes
 
 __all__ = [
     'generate_synthetic_nuscenes', 'get_split_scenes', 'eval_set_name',

@@ -57,8 +57,8 @@ from tqdm import tqdm
 from fuller.datasets.map_mask_io import (MAP_CLASSES, MapMaskFileError,
                                          load_map_masks, save_map_masks)
 from fuller.structures.frames import BEVGrid
+from fuller.structures.nuscenes_world import MAP_GRID
 
-MAP_GRID = BEVGrid((-50.0, 50.0), (-50.0, 50.0), 0.5)
 # map class -> devkit layers whose union it is.
 MAP_CLASS_LAYERS = {
     'drivable_area': ('drivable_area', ),

@@ -47,17 +47,13 @@ from tqdm import tqdm
 
 from fuller.data_prep import bev_map_masks
 from fuller.structures.frames import invert_transform, make_transform
+from fuller.structures.nuscenes_world import CAMERAS, DETECTION_CLASSES
 from fuller.utils.io import atomic_open
 
-NUS_CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle',
-               'bicycle', 'motorcycle', 'pedestrian', 'traffic_cone',
-               'barrier')
 NUS_ATTRIBUTES = ('cycle.with_rider', 'cycle.without_rider',
                   'pedestrian.moving', 'pedestrian.standing',
                   'pedestrian.sitting_lying_down', 'vehicle.moving',
                   'vehicle.parked', 'vehicle.stopped', 'None')
-CAMERA_TYPES = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
-                'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
 LIDAR_CHANNEL = 'LIDAR_TOP'
 LIDAR_NUM_FEATS = 5  # x, y, z, intensity, ring index (float32 each)
 # output split name -> split name in fuller.data_prep.splits, per version.
@@ -71,7 +67,7 @@ REQUIRED_TABLES = ('attribute', 'calibrated_sensor', 'category', 'ego_pose',
                    'sample_data', 'scene', 'sensor', 'visibility')
 # data_prefix for mmdet3d's NuScenesDataset matching the stored file names.
 DATA_PREFIX = dict(pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP',
-                   **{cam: f'samples/{cam}' for cam in CAMERA_TYPES})
+                   **{cam: f'samples/{cam}' for cam in CAMERAS})
 MAP_MASK_DIR = 'map_masks'
 
 TableGetter = Callable[[str, str], dict]  # (table name, token) -> record
@@ -148,7 +144,7 @@ def camera_infos(get: TableGetter, sample: dict,
     """
     global2lidar = invert_transform(lidar2global)
     images = {}
-    for cam in CAMERA_TYPES:
+    for cam in CAMERAS:
         sd, cam2ego, ego2global = sample_data_poses(get, sample['data'][cam])
         cam2lidar = global2lidar @ ego2global @ cam2ego
         calib = get('calibrated_sensor', sd['calibrated_sensor_token'])
@@ -185,7 +181,7 @@ def lidar_sweeps(get: TableGetter, lidar_sd: dict, lidar2global: np.ndarray,
 
 def _class_label(category_name: str) -> int:
     name = NuScenesNameMapping.get(category_name, category_name)
-    return NUS_CLASSES.index(name) if name in NUS_CLASSES else -1
+    return DETECTION_CLASSES.index(name) if name in DETECTION_CLASSES else -1
 
 
 def _attr_label(get: TableGetter, ann: dict) -> int:
@@ -312,7 +308,7 @@ def build_split_infos(nusc, version: str, max_sweeps: int = 10,
 
 def info_metainfo(version: str) -> dict:
     """mmdet3d v2 ``metainfo`` (boxes of other categories have label -1)."""
-    categories = {name: i for i, name in enumerate(NUS_CLASSES)}
+    categories = {name: i for i, name in enumerate(DETECTION_CLASSES)}
     return dict(categories=categories, dataset='nuscenes', version=version,
                 info_version='1.1')
 

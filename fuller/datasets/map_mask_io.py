@@ -35,10 +35,10 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from fuller.structures.nuscenes_world import MAP_CLASSES
+
 from ..utils.io import atomic_open
 
-MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
-               'carpark_area', 'divider')
 MAP_MASK_FORMAT_VERSION = 1
 # Bump whenever the masks drawn for the same map and pose change.
 MAP_RASTERISER_VERSION = 2

@@ -24,9 +24,9 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from fuller.structures.nuscenes_world import MAP_CLASSES
+
 DET_PREFIX = 'NuScenes metric/pred_instances_3d_NuScenes/'
-MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
-               'carpark_area', 'divider')
 # (label, key) of the headline metrics, then per-class IoU (best threshold).
 HEADLINE = (('mAP', DET_PREFIX + 'mAP'), ('NDS', DET_PREFIX + 'NDS'),
             ('mIoU@0.5', 'map/mIoU@0.5'), ('mIoU@max', 'map/mIoU@max'))

@@ -60,11 +60,30 @@ def make_multitask_sample(seed: int, num_boxes: int = 2, num_cams: int = 2,
     return dict(points=points, img=img), sample
 
 
+def make_multitask_data(seeds: Sequence[int] = (0, 1), **kwargs) -> dict:
+    """Samples for ``seeds`` collated as a data loader does, before the
+    data preprocessor: dict(inputs=dict(points, img), data_samples)."""
+    items = [make_multitask_sample(s, **kwargs) for s in seeds]
+    return dict(inputs=dict(points=[i[0]['points'] for i in items],
+                            img=[i[0]['img'] for i in items]),
+                data_samples=[i[1] for i in items])
+
+
 def make_multitask_batch(model, seeds: Sequence[int] = (0, 1),
                          training: bool = True, **kwargs) -> dict:
     """Samples for ``seeds`` through ``model.data_preprocessor``."""
-    items = [make_multitask_sample(s, **kwargs) for s in seeds]
-    data = dict(inputs=dict(points=[i[0]['points'] for i in items],
-                            img=[i[0]['img'] for i in items]),
-                data_samples=[i[1] for i in items])
-    return model.data_preprocessor(data, training=training)
+    return model.data_preprocessor(make_multitask_data(seeds, **kwargs),
+                                   training=training)
+
+
+def model_sample_kwargs(model, num_cams: int = 6) -> dict:
+    """:func:`make_multitask_sample` keywords that fit ``model`` at its own
+    size: ``num_cams`` cameras at the view transform's image size, map
+    masks on the seg head's map grid (defaults where a part is absent)."""
+    kwargs = dict(num_cams=num_cams)
+    if getattr(model, 'view_transform', None) is not None:
+        kwargs['img_size'] = tuple(model.view_transform.image_size)
+    heads = getattr(model, 'heads', {})
+    if 'seg' in heads:
+        kwargs['map_shape'] = tuple(heads['seg'].map_grid.shape)
+    return kwargs

@@ -5,8 +5,6 @@ values come from a single process: per-rank per-task gradients at the shared
 feature (torch.autograd.grad), the summed Gram -> IMTL-G weights, then the
 per-rank calibrated parameter gradients averaged as DDP does.
 """
-import socket
-
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -16,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fuller.calibration.calibrator import GradientCalibrator
 from fuller.calibration.task_weights import compute_task_weights
+from fuller.testing import free_port
 
 TASKS = ('det', 'seg')
 WORLD = 2
@@ -74,12 +73,6 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _single_process_expectation():
     """Global weights from the summed Gram; DDP-averaged parameter grads."""
     model = Toy().double()
@@ -119,7 +112,7 @@ def _single_process_expectation():
 
 
 def test_ddp_ranks_apply_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD,
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD,
              join=True)
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD)]
     assert results[0]['alpha'] == results[1]['alpha']

@@ -14,14 +14,12 @@ import pytest
 import torch
 from torch import nn
 
+from fuller.testing import (build_model_from_config, cuda_marks,
+                            exact_float32, make_multitask_batch,
+                            model_sample_kwargs)
 from tests.conftest import REPO_ROOT
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason='no CUDA GPU (torch.cuda.is_available() is '
-                       'False); run tools/gpu_check.sh on a GPU machine'),
-]
+pytestmark = cuda_marks()
 TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
     'bevfusion_multitask_tiny.py'
 FULL = REPO_ROOT / 'configs' / 'fuller' / \
@@ -29,40 +27,18 @@ FULL = REPO_ROOT / 'configs' / 'fuller' / \
 
 
 @pytest.fixture(autouse=True)
-def exact_float32():
+def no_tf32():
     """No TF32 in matmuls/convs: CPU and CUDA compare at float32."""
-    old = (torch.backends.cuda.matmul.allow_tf32,
-           torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    (torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.allow_tf32) = old
+    with exact_float32():
+        yield
 
 
 def build(cfg_path, full_size=False):
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-
-    import fuller  # noqa: F401
-    from mmdet3d.registry import MODELS
-    init_default_scope('mmdet3d')
-    cfg = copy.deepcopy(Config.fromfile(str(cfg_path)).model)
-    if full_size:
-        cfg.img_backbone.init_cfg = None  # no torchvision download
-    else:
-        cfg.grad_calibrator = dict(task_method='imtl_g',
-                                   modality_target='mean')
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')  # init_weights logs every parameter
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    """Random weights (no torchvision download), seed 0; the tiny model
+    with FULLER's calibration switched on."""
+    overrides = None if full_size else dict(grad_calibrator=dict(
+        task_method='imtl_g', modality_target='mean'))
+    model = build_model_from_config(cfg_path, model_overrides=overrides)
     model.train()
     for module in model.modules():  # RNG streams differ per device
         if isinstance(module, nn.Dropout):
@@ -76,7 +52,6 @@ def total_loss(losses):
 
 def training_step(model, batch):
     """forward, one backward (FULLER calibrates inside it), SGD step."""
-    from fuller.testing import make_multitask_batch
     data = make_multitask_batch(model, seeds=batch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.grad_calibrator.record_stats = True
@@ -137,13 +112,12 @@ def test_full_size_calibration_finite_under_amp(full_model, dtype):
     gradients the GradScaler finds finite, all unscaled gradients are
     finite (float16 may overflow at the initial scale: then the step is
     skipped, the scale halves, as in training)."""
-    from fuller.testing import make_multitask_batch
     model = full_model
     cal = model.grad_calibrator
     assert cal.enable_task and cal.enable_modality
     cal.record_stats = True
-    data = make_multitask_batch(model, seeds=(0, 1), num_cams=6,
-                                img_size=(256, 704), map_shape=(200, 200))
+    data = make_multitask_batch(model, seeds=(0, 1),
+                                **model_sample_kwargs(model, num_cams=6))
     assert data['inputs']['imgs'].shape == (2, 6, 3, 256, 704)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     # start at 2**10, not the default 2**16, so that the four steps are not

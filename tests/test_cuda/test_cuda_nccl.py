@@ -4,26 +4,17 @@ single-process expectation. Needs two GPUs; skipped with the reason
 otherwise.
 """
 import importlib.util
-import socket
 
 import numpy as np
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from fuller.testing import cuda_marks, free_port
 from tests.conftest import REPO_ROOT
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason='no CUDA GPU (torch.cuda.is_available() is '
-                       'False); run tools/gpu_check.sh on a GPU machine'),
-    pytest.mark.skipif(torch.cuda.device_count() < 2,
-                       reason=f'NCCL run needs 2 GPUs, this machine has '
-                       f'{torch.cuda.device_count()}'),
-]
+pytestmark = cuda_marks(min_devices=2)
 WORLD = 2
 
 
@@ -59,14 +50,8 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_nccl_ranks_apply_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD,
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD,
              join=True)
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD)]
     assert results[0]['alpha'] == results[1]['alpha']

@@ -12,25 +12,16 @@ import pytest
 import torch
 
 from fuller.models.view_transforms.bev_pool import bev_pool, flat_cell_index
+from fuller.testing import cuda_marks, exact_float32
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason='no CUDA GPU (torch.cuda.is_available() is '
-                       'False); run tools/gpu_check.sh on a GPU machine'),
-]
+pytestmark = cuda_marks()
 
 
 @pytest.fixture(autouse=True)
-def exact_float32():
+def no_tf32():
     """No TF32 in matmuls/convs: CPU and CUDA compare at float32."""
-    old = (torch.backends.cuda.matmul.allow_tf32,
-           torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    (torch.backends.cuda.matmul.allow_tf32,
-     torch.backends.cudnn.allow_tf32) = old
+    with exact_float32():
+        yield
 
 
 def random_points(num_points=300, channels=3, batch_size=2,

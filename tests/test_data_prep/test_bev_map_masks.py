@@ -383,8 +383,7 @@ def test_multilinestring_map(tmp_path):
 def generated(tmp_path_factory):
     """A generated dataroot (2 scenes, 2 maps) with infos + mask cache."""
     from fuller.data_prep.nuscenes_infos import create_nuscenes_data
-    from fuller.data_prep.synthetic_nuscenes import \
-        generate_synthetic_nuscenes
+    from fuller.data_prep.synthetic import generate_synthetic_nuscenes
     base = tmp_path_factory.mktemp('nus_masks')
     root, out = str(base / 'nuscenes'), str(base / 'out')
     generate_synthetic_nuscenes(root, num_scenes=2, keyframes_per_scene=3,

@@ -25,8 +25,7 @@ def load_tool():
 
 
 def generate(root, version, num_scenes, keyframes):
-    from fuller.data_prep.synthetic_nuscenes import \
-        generate_synthetic_nuscenes
+    from fuller.data_prep.synthetic import generate_synthetic_nuscenes
     return generate_synthetic_nuscenes(
         root, num_scenes=num_scenes, keyframes_per_scene=keyframes,
         sweeps_per_keyframe=2, image_size=(64, 36), seed=3, version=version,

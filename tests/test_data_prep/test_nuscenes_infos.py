@@ -21,8 +21,7 @@ FULLER_KEYS = {'location', 'scene_token', 'map_mask_path'}
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
     """A generated v1.0-mini dataroot (2 scenes) and its infos + masks."""
-    from fuller.data_prep.synthetic_nuscenes import \
-        generate_synthetic_nuscenes
+    from fuller.data_prep.synthetic import generate_synthetic_nuscenes
     from nuscenes.nuscenes import NuScenes
     base = tmp_path_factory.mktemp('nus_infos')
     root, out = str(base / 'nuscenes'), str(base / 'out')
@@ -106,8 +105,8 @@ def test_boxes_and_poses_match_devkit(dataset):
             dyaw = bbox[6] - box.orientation.yaw_pitch_roll[0]
             assert abs(np.arctan2(np.sin(dyaw), np.cos(dyaw))) < 1e-6
             name = NuScenesNameMapping.get(box.name, box.name)
-            label = ni.NUS_CLASSES.index(name) if name in ni.NUS_CLASSES \
-                else -1
+            classes = ni.DETECTION_CLASSES
+            label = classes.index(name) if name in classes else -1
             assert inst['bbox_label'] == inst['bbox_label_3d'] == label
             velo = np.array([*nusc.box_velocity(box.token)[:2], 0.0])
             velo = Quaternion(calib['rotation']).inverse.rotate(

@@ -18,8 +18,8 @@ import pytest
 from pyquaternion import Quaternion
 
 from fuller.data_prep import splits as fsplits
-from fuller.data_prep.synthetic_nuscenes import generate_synthetic_nuscenes
-from fuller.data_prep.synthetic_scene import CLASS_SPECS
+from fuller.data_prep.synthetic import generate_synthetic_nuscenes
+from fuller.data_prep.synthetic.scene import CLASS_SPECS
 
 REPO = Path(__file__).resolve().parents[2]
 from tests.conftest import SHARED_REAL
@@ -213,14 +213,14 @@ def test_devkit_boxes_project_into_images(synthetic):
             for box in boxes:
                 ann = nusc.get('sample_annotation', box.token)
                 uv = view_points(box.center[:, None], K, normalize=True)[:2, 0]
-                assert 0 <= uv[0] < 352 and 0 <= uv[1] < 198
+                assert -0.5 <= uv[0] < 351.5 and -0.5 <= uv[1] < 197.5
                 corners = view_points(box.corners(), K, normalize=True)
                 if box.center[2] > 30 or ann['visibility_token'] != '4' or \
                         np.ptp(corners[1]) < 15 or \
                         ann['category_name'] not in colours or \
                         ann['category_name'] == 'movable_object.barrier':
                     continue
-                pixel = img[int(uv[1]), int(uv[0])]
+                pixel = img[int(np.round(uv[1])), int(np.round(uv[0]))]
                 want = colours[ann['category_name']]
                 chroma = pixel / max(pixel.sum(), 1) - want / want.sum()
                 total += 1
@@ -234,7 +234,7 @@ def test_images_show_the_map_on_the_ground(synthetic):
     import shapely
     from nuscenes.map_expansion.map_api import NuScenesMap
     from shapely.ops import unary_union
-    from fuller.data_prep import synthetic_render as render
+    from fuller.data_prep.synthetic import render
     root, _, nusc = synthetic
     palette = dict(road=[render.ASPHALT[0], render.CARPARK[0],
                          render.PAINT['white'][0], render.PAINT['yellow'][0]],
@@ -257,7 +257,8 @@ def test_images_show_the_map_on_the_ground(synthetic):
             pose = nusc.get('ego_pose', sd['ego_pose_token'])
             img = cv2.imread(nusc.get_sample_data_path(sd['token']))[..., ::-1]
             v, u = np.mgrid[120:198:6, 4:352:8]
-            pix = np.stack([u.ravel() + .5, v.ravel() + .5, np.ones(u.size)])
+            # pixel (v, u) is centred at (u, v) (fuller.structures.frames)
+            pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)])
             rot = Quaternion(pose['rotation']).rotation_matrix @ \
                 Quaternion(cs['rotation']).rotation_matrix
             rays = rot @ np.linalg.inv(cs['camera_intrinsic']) @ pix
@@ -434,7 +435,7 @@ def test_bad_arguments_fail_early(tmp_path, kwargs, match):
 
 
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
-    from fuller.data_prep import synthetic_nuscenes as module
+    from fuller.data_prep.synthetic import nuscenes as module
 
     def boom(*args, **kwargs):
         raise RuntimeError('simulated crash')

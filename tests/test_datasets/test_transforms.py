@@ -438,8 +438,7 @@ def test_sweeps_of_generated_dataroot_land_on_static_boxes(tmp_path):
     from mmcv.ops import points_in_boxes_cpu
 
     from fuller.data_prep import nuscenes_infos as ni
-    from fuller.data_prep.synthetic_nuscenes import \
-        generate_synthetic_nuscenes
+    from fuller.data_prep.synthetic import generate_synthetic_nuscenes
     from fuller.datasets.nuscenes_multitask_dataset import \
         NuScenesMultiTaskDataset
     root, out = str(tmp_path / 'nus'), str(tmp_path / 'out')

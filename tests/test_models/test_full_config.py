@@ -25,11 +25,10 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
 
 import fuller  # noqa: F401
-from mmdet3d.registry import DATASETS, MODELS
+from fuller.testing import build_model_from_config
+from mmdet3d.registry import DATASETS
 from mmdet3d.structures import LiDARInstance3DBoxes
 from tests.conftest import REPO_ROOT, SHARED_REAL
 
@@ -77,19 +76,8 @@ def full():
     if not INFO_A.is_file():
         raise FileNotFoundError(f'{INFO_A} is missing: the real nuScenes '
                                 'frames must lie in ../shared/nuscenes-real')
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(str(FULL)).model
-    cfg.img_backbone.init_cfg = None  # no torchvision download in tests
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')  # init_weights logs every parameter
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-    model.eval()
+    # random weights (no torchvision download), seed 0
+    model = build_model_from_config(FULL).eval()
     item = real_sample_a(Config.fromfile(str(DATASET)))
     batch = model.data_preprocessor(pseudo_collate([item]), training=False)
     return model, item, batch

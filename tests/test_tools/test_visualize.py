@@ -71,10 +71,10 @@ def test_box_corners_heading_by_hand():
 def _render(layout, k, cam, rig, only=None):
     """Render camera ``cam`` of keyframe ``k`` as the generator does, with
     all boxes or only box ``only``: (visible pixel counts, owner map)."""
-    from fuller.data_prep.synthetic_nuscenes import KEYFRAME_US
-    from fuller.data_prep.synthetic_render import GroundRaster, render_camera
-    from fuller.data_prep.synthetic_sensors import CAMERA_TIME_OFFSETS_US
-    from fuller.data_prep.synthetic_traffic import boxes_at
+    from fuller.data_prep.synthetic import KEYFRAME_US
+    from fuller.data_prep.synthetic.render import GroundRaster, render_camera
+    from fuller.data_prep.synthetic.sensors import CAMERA_TIME_OFFSETS_US
+    from fuller.data_prep.synthetic.traffic import boxes_at
     t = (k * KEYFRAME_US + CAMERA_TIME_OFFSETS_US[cam]) * 1e-6
     xy, yaw = layout.ego_pose(np.array([t]))
     origin, rot = rig.pose(cam, xy[0], float(yaw[0]))
@@ -110,8 +110,8 @@ def _static_objects_in_view(layout, k, cam, rig):
 def _lidar_centre(layout, obj_index, k, info):
     """The object's gravity centre at keyframe k in the info's lidar frame
     (local -> global by the scene offset, which the ego pose reveals)."""
-    from fuller.data_prep.synthetic_nuscenes import KEYFRAME_US
-    from fuller.data_prep.synthetic_traffic import boxes_at
+    from fuller.data_prep.synthetic import KEYFRAME_US
+    from fuller.data_prep.synthetic.traffic import boxes_at
     t = k * KEYFRAME_US * 1e-6
     ego_local, _ = layout.ego_pose(np.array([t]))
     ego2global = np.asarray(info['ego2global'])
@@ -132,10 +132,10 @@ def _drawn_segments(cam_view, gt):
 
 
 def test_gt_box_lands_on_generator_pixels(synthetic_dataroot):
-    from fuller.data_prep.synthetic_nuscenes import scene_layout
-    from fuller.data_prep.synthetic_records import make_token
-    from fuller.data_prep.synthetic_simulate import SensorRig
-    from fuller.data_prep.synthetic_sensors import CAMERAS
+    from fuller.data_prep.synthetic import scene_layout
+    from fuller.data_prep.synthetic.records import make_token
+    from fuller.data_prep.synthetic.simulate import SensorRig
+    from fuller.structures import CAMERAS
     infos = load_info_file(str(synthetic_dataroot / 'nuscenes_infos_train.pkl'))
     scene0 = make_token(SYNTH['seed'], 'scene', 0)   # train scenes come first
     layout = scene_layout(SYNTH['seed'], 0, SYNTH['keyframes'])
@@ -165,13 +165,12 @@ def test_gt_box_lands_on_generator_pixels(synthetic_dataroot):
                     view, BoxSet(np.asarray([gt[0]['bbox_3d']]), [0]))
                 assert len(segs) == 12      # whole box in front: no clipping
                 # the outline of a convex box is the hull of its corners;
-                # the generator's pixel (row j, col i) is centred at
-                # (i + 0.5, j + 0.5) in cam2img pixels
+                # the generator's pixel (row j, col i) is centred at (i, j)
+                # in cam2img pixels (fuller.structures.frames), as in cv2
                 hull = cv2.convexHull(segs.reshape(-1, 2).astype(np.float32))
                 drawn = np.zeros(silhouette.shape, np.uint8)
                 cv2.fillConvexPoly(drawn, np.round(
-                    (hull[:, 0] - 0.5) * 16).astype(np.int32), 1,
-                    cv2.LINE_8, 4)
+                    hull[:, 0] * 16).astype(np.int32), 1, cv2.LINE_8, 4)
                 drawn = drawn.astype(bool)
                 iou = (drawn & silhouette).sum() / (drawn | silhouette).sum()
                 assert iou > 0.9, (cam, k, obj_index, iou)

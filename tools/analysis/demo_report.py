@@ -21,11 +21,10 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fuller.structures.nuscenes_world import MAP_CLASSES
 from fuller.utils.io import atomic_open
 
 DET = 'NuScenes metric/pred_instances_3d_NuScenes/'
-MAP_CLASSES = ('drivable_area', 'ped_crossing', 'walkway', 'stop_line',
-               'carpark_area', 'divider')
 ROWS = [('mAP', DET + 'mAP'), ('NDS', DET + 'NDS'), ('mATE', DET + 'mATE'),
         ('mASE', DET + 'mASE'), ('mAOE', DET + 'mAOE'),
         ('mAVE', DET + 'mAVE'), ('mAAE', DET + 'mAAE'),

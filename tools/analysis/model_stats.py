@@ -1,28 +1,40 @@
-"""Parameters and CPU inference latency of a fuller model, stage by stage.
+"""Parameters, output shapes and CPU latency of a fuller detector, timed
+stage by stage on its own forward.
 
 Shape shorthand: B batch, N cameras (6), H x W network input pixels,
 P LiDAR points, M voxels, C channels, Y/X BEV cells.
 
 Usage::
 
-    python tools/analysis/model_stats.py CONFIG [--repeat N] [--batch-size B]
-        [--points P] [--threads T] [--json OUT]
+    python tools/analysis/model_stats.py CONFIG [--mode predict|loss]
+        [--repeat N] [--batch-size B] [--points P] [--threads T]
+        [--json OUT]
 
 On a shared machine use ``--threads 1``: with 2 threads and other jobs on
 the cores, every parallel region waits for a descheduled thread and the
 timings can grow 40x.
 
-The model is built with the image backbone's ``init_cfg`` removed (no
-download), ``init_weights`` run, in eval mode under ``torch.no_grad``. One
-batch is generated (:func:`make_sample`): N = 6 nuScenes-like cameras at the
-config's image size, P points of a simulated 32-beam LiDAR in the LiDAR
-frame. The stages are called in sequence as ``MultiTaskBEVFusion`` calls
-them (checked against ``model.extract_feat``); heads are timed through
-``predict`` (forward + decoding). Times are medians over ``--repeat`` runs
-after one warm-up; the whole ``mode='predict'`` call is timed likewise.
-Light heads: the config's heads with FULLER's ``LIGHT_DET`` / ``LIGHT_SEG``
-sizes, each capped at the config's own. Markdown goes to stdout; ``--json``
-writes the same numbers atomically.
+The detector (``MultiTaskBEVFusion``) is built from the config by
+:func:`fuller.testing.build_model_from_config` (seed 0, no ``Pretrained``
+weights, so no download; ``init_weights`` run). Its stages are its own
+submodules, as built: the direct children (``data_preprocessor``,
+``img_backbone``, ``img_neck``, ``view_transform``, ``pts_voxel_encoder``,
+``pts_middle_encoder``, ``fuser``, ``decoder``) and each task head
+(``heads.det``, ``heads.seg``); a part the config leaves out is absent.
+Forward pre/post hooks on them time every call while the detector runs
+its normal forward: ``model.test_step`` in eval mode under
+``torch.no_grad`` (``--mode predict``), or the data preprocessor plus
+``model(..., mode='loss')`` in train mode (``--mode loss``, forward only).
+A stage reports its parameters, the shape of its output and its time, the
+mean (and min) over ``--repeat`` runs after one warm-up, with its share of
+the whole forward timed around the same call. What runs outside every
+stage (box decoding, losses, packing results) is reported as such, so the
+rows add up to the total. Only stages that ran are listed.
+
+Input: one synthetic batch (:func:`make_sample`): N = 6 nuScenes-like
+cameras at the config's image size, P points of a simulated 32-beam LiDAR
+in the LiDAR frame, no GT boxes and empty map masks (for ``--mode loss``).
+Markdown goes to stdout; ``--json`` writes the same numbers atomically.
 """
 import argparse
 import copy
@@ -30,34 +42,24 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 import torch
-from mmengine.config import Config
 from mmengine.logging import MMLogger
-from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import fuller  # noqa: E402,F401
-from fuller.compat import set_spconv_algo  # noqa: E402
+from fuller.testing import build_model_from_config  # noqa: E402
 from fuller.utils.io import atomic_open  # noqa: E402
-from mmdet3d.registry import MODELS  # noqa: E402
 from mmdet3d.structures import (Det3DDataSample,  # noqa: E402
                                 LiDARInstance3DBoxes)
 
-LIGHT_DET = dict(hidden_channels=64, num_heads=4, ffn_channels=128,
-                 head_conv=32)
-LIGHT_SEG = dict(channels=384)
-STAGES = ('img_backbone', 'img_neck', 'view_transform',
-          'pts_voxel_encoder+pts_middle_encoder', 'fuser', 'decoder',
-          'heads.det', 'heads.seg')
-DET_HEAD_DEFAULTS = dict(hidden_channels=128, num_heads=8, ffn_channels=256,
-                         head_conv=64)  # TransFusionDetHead's defaults
 # nuScenes-like ring (yaw of the optical axis from LiDAR +x towards +y, deg;
 # position in the LiDAR frame, m): FRONT, FRONT_RIGHT, FRONT_LEFT, BACK,
 # BACK_LEFT, BACK_RIGHT
@@ -67,6 +69,10 @@ CAMERA_RING = ((0., (1.0, 0.0, -0.3)), (-55., (0.8, -0.5, -0.3)),
 ORIG_IMAGE = (900, 1600)  # nuScenes camera (H, W); focal 1266 px
 BEAMS_DEG = np.linspace(-30.67, 10.67, 32)  # HDL-32E elevation angles
 LIDAR_HEIGHT = 1.84  # m above the ground
+MODES = dict(predict='model.test_step, eval mode, no_grad',
+             loss="data_preprocessor + model(mode='loss'), train mode, "
+             'forward only')
+OUTSIDE = 'outside the stages'
 
 
 # ------------------------------------------------------------------- input
@@ -134,10 +140,25 @@ def make_sample(model, num_points: int, seed: int):
         cam2img=cam2img, lidar2cam=lidar2cam, img_aug_matrix=aug,
         lidar_aug_matrix=np.eye(4), token=f'model-stats-{seed}',
         box_type_3d=LiDARInstance3DBoxes))
+    add_empty_ground_truth(model, sample)
     g = torch.Generator().manual_seed(seed)
     img = torch.rand((len(cam2img), 3) + image_size, generator=g) * 255
     return dict(points=lidar_points(num_points, pc_range, seed),
                 img=img), sample
+
+
+def add_empty_ground_truth(model, sample) -> None:
+    """No boxes, and all-empty masks on the seg head's map grid, so that
+    ``mode='loss'`` runs on the synthetic frame."""
+    gt = InstanceData()
+    gt.bboxes_3d = LiDARInstance3DBoxes(torch.zeros(0, 9), box_dim=9)
+    gt.labels_3d = torch.zeros(0, dtype=torch.long)
+    sample.gt_instances_3d = gt
+    if 'seg' in model.heads:
+        seg = model.heads['seg']
+        sample.gt_masks_bev = torch.zeros(
+            (len(seg.classes), ) + tuple(seg.map_grid.shape),
+            dtype=torch.bool)
 
 
 def default_points(model) -> int:
@@ -149,144 +170,134 @@ def default_points(model) -> int:
     return 200_000 if max_voxels >= 100_000 else 30_000
 
 
-# ------------------------------------------------------------------- model
-def build_model(cfg_path: str):
-    init_default_scope('mmdet3d')
-    cfg = Config.fromfile(cfg_path)
-    model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get('img_backbone') is not None:
-        model_cfg.img_backbone.init_cfg = None  # no checkpoint download
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    model.init_weights()
-    return model.eval(), model_cfg
+def make_data(model, batch_size: int, num_points: int) -> dict:
+    """-> dict(inputs=dict(points, img), data_samples) of ``batch_size``
+    frames (seeds 0, 1, ...), as a data loader collates them."""
+    items = [make_sample(model, num_points, seed)
+             for seed in range(batch_size)]
+    return dict(inputs=dict(points=[i[0]['points'] for i in items],
+                            img=[i[0]['img'] for i in items]),
+                data_samples=[i[1] for i in items])
 
 
-def count(module) -> int:
-    return 0 if module is None else sum(p.numel() for p in
-                                        module.parameters())
+# ------------------------------------------------------------------ stages
+def stage_modules(model: nn.Module) -> Dict[str, nn.Module]:
+    """The detector's named stages: its direct submodules, a ModuleDict
+    (the task heads) expanded to ``<name>.<key>``."""
+    stages = {}
+    for name, child in model.named_children():
+        if isinstance(child, nn.ModuleDict):
+            stages.update({f'{name}.{key}': module
+                           for key, module in child.items()})
+        else:
+            stages[name] = child
+    return stages
 
 
-def stage_params(model) -> Dict[str, int]:
-    """Parameters per stage; a stage absent from the config counts 0."""
-    counts = {}
-    for stage in STAGES:
-        for name in stage.split('+'):
-            try:
-                module = model.get_submodule(name)
-            except AttributeError:  # not configured (None or no such head)
-                module = None
-            counts[stage] = counts.get(stage, 0) + count(module)
-    other = count(model) - sum(counts.values())
-    if other:
-        counts['other'] = other
-    return counts
+def shape_of(out):
+    """Output structure with each tensor as its shape, e.g. '1x64x90x90';
+    lists and dicts nest, anything else is its type name."""
+    if isinstance(out, torch.Tensor):
+        return 'x'.join(map(str, out.shape)) or 'scalar'
+    if isinstance(out, (list, tuple)):
+        return [shape_of(o) for o in out]
+    if isinstance(out, dict):
+        return {str(k): shape_of(v) for k, v in out.items()}
+    return type(out).__name__
 
 
-def light_head_cfgs(model_cfg) -> Dict[str, dict]:
-    """Heavy (config) and light head configs, light capped at heavy."""
-    out = {}
-    det = model_cfg.get('det_head')
-    if det is not None:
-        light = copy.deepcopy(det)
-        for k, v in LIGHT_DET.items():
-            light[k] = min(v, det.get(k, DET_HEAD_DEFAULTS[k]))
-        out['det'] = (det, light)
-    seg = model_cfg.get('seg_head')
-    if seg is not None:
-        heavy_ch = seg.get('channels') or seg['in_channels']
-        light = copy.deepcopy(seg)
-        light['channels'] = min(LIGHT_SEG['channels'], heavy_ch)
-        out['seg'] = (seg, light)
-    return out
+class StageRecorder:
+    """Forward pre/post hooks on named modules: seconds (summed over the
+    calls of one run, in the order the stages first ran) and the output
+    structure of the last call. Use as a context manager; ``reset()``
+    before each run."""
+
+    def __init__(self, stages: Dict[str, nn.Module]) -> None:
+        self.stages = stages
+        self.seconds: Dict[str, float] = {}
+        self.shapes: Dict[str, object] = {}
+        self._started: Dict[str, List[float]] = {}
+        self._handles = []
+
+    def reset(self) -> None:
+        self.seconds = {}
+        self._started = {}
+
+    def _pre(self, name, module, args) -> None:
+        self._started.setdefault(name, []).append(time.perf_counter())
+
+    def _post(self, name, module, args, output) -> None:
+        elapsed = time.perf_counter() - self._started[name].pop()
+        self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+        self.shapes[name] = shape_of(output)
+
+    def __enter__(self) -> 'StageRecorder':
+        for name, module in self.stages.items():
+            self._handles += [
+                module.register_forward_pre_hook(partial(self._pre, name)),
+                module.register_forward_hook(partial(self._post, name))]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
-# ------------------------------------------------------------------ timing
-def staged_forward(model, batch, timer: Callable):
-    """The detector's ``extract_feat`` + heads' ``predict`` as timed
-    stages -> (shared BEV map, [camera BEV, LiDAR BEV])."""
-    inputs, samples = batch['inputs'], batch['data_samples']
-    bevs = []
-    if model.with_camera:
-        imgs = inputs['imgs']
-        B, N = imgs.shape[:2]
-        feats = timer('img_backbone', model.img_backbone, imgs.flatten(0, 1))
-        feats = timer('img_neck', model.img_neck, feats)
-        feats = feats[0] if isinstance(feats, (list, tuple)) else feats
-        feats = feats.unflatten(0, (B, N))
-        args = [feats] + ([inputs['points']] if getattr(
-            model.view_transform, 'uses_points', False) else []) + [
-            inputs[k] for k in ('cam2img', 'lidar2cam', 'img_aug_matrix',
-                                'lidar_aug_matrix')]
-        bevs.append(timer('view_transform', model.view_transform, *args))
-    if model.with_lidar:
-        vox = inputs['voxels']
-
-        def lidar():
-            f = model.pts_voxel_encoder(vox['voxels'], vox['num_points'],
-                                        vox['coors'])
-            return model.pts_middle_encoder(f, vox['coors'], len(samples))
-        bevs.append(timer('pts_voxel_encoder+pts_middle_encoder', lidar))
-    fused = timer('fuser', model.fuser, bevs) if model.fuser is not None \
-        else bevs[0]
-    shared = timer('decoder', model.decoder, fused)
-    for task, head in model.heads.items():
-        timer(f'heads.{task}', head.predict, shared, samples)
-    return shared, bevs
+def run_forward(model, data: dict, mode: str):
+    """The detector's own forward on a collated batch ``data``."""
+    if mode == 'predict':
+        with torch.no_grad():
+            return model.test_step(data)
+    batch = model.data_preprocessor(data, True)
+    return model(**batch, mode='loss')
 
 
-def time_stages(model, data, repeat: int) -> Dict[str, List[float]]:
-    """Seconds per stage (and per whole forward) of ``repeat`` runs."""
-    runs: Dict[str, List[float]] = {}
-
-    def timer(name, fn, *args):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        runs.setdefault(name, []).append(time.perf_counter() - t0)
-        return out
-
-    batch = model.data_preprocessor(copy.deepcopy(data), training=False)
-    for i in range(repeat + 1):  # run 0 is the warm-up
-        timer('data_preprocessor', model.data_preprocessor,
-              copy.deepcopy(data), False)
-        timer('voxelisation', model.data_preprocessor.voxelize,
-              data['inputs']['points'], data['data_samples'])
-        staged_forward(model, batch, timer)
-        timer('total forward (mode=predict)', model, batch['inputs'],
-              copy.deepcopy(batch['data_samples']), 'predict')
-        if i == 0:
-            runs = {}
-    return runs
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
-def head_settings(task: str, cfg) -> dict:
-    if task == 'seg':
-        return dict(channels=cfg.get('channels') or cfg['in_channels'])
-    return {k: cfg.get(k, DET_HEAD_DEFAULTS[k]) for k in LIGHT_DET}
+def profile(model, data: dict, repeat: int, mode: str = 'predict') -> dict:
+    """Time ``repeat`` forwards of ``model`` on ``data`` after one warm-up.
 
-
-def head_stats(model, model_cfg, batch, repeat: int) -> dict:
-    """Heavy vs light head parameters and predict latency."""
-    shared = model.extract_feat(batch['inputs'])
-    stats = {}
-    for task, cfgs in light_head_cfgs(model_cfg).items():
-        row = {}
-        for kind, cfg in zip(('heavy', 'light'), cfgs):
-            torch.manual_seed(0)
-            head = MODELS.build(cfg).eval()
-            head.init_weights()
-            times = []
-            for _ in range(repeat + 1):
-                t0 = time.perf_counter()
-                head.predict(shared, batch['data_samples'])
-                times.append(time.perf_counter() - t0)
-            row[kind] = dict(params=count(head),
-                             latency_s=statistics.median(times[1:]),
-                             settings=head_settings(task, cfg))
-        row['saving_pct'] = 100.0 * (1 - row['light']['params'] /
-                                     row['heavy']['params'])
-        stats[task] = row
-    return stats
+    Returns dict(stages={name: dict(module, params, output_shape, time_s,
+    time_min_s, share)} for the stages that ran, in the order they ran;
+    outside=dict(time_s, share), the rest of the forward; total=dict(params,
+    time_s, time_min_s); idle_params={name: params} of the stages that did
+    not run and of parameters outside every stage). Times are means.
+    """
+    model.train(mode == 'loss')
+    stages = stage_modules(model)
+    runs, totals = [], []
+    with StageRecorder(stages) as recorder:
+        for i in range(repeat + 1):  # run 0 is the warm-up
+            step_data = copy.deepcopy(data)
+            recorder.reset()
+            start = time.perf_counter()
+            run_forward(model, step_data, mode)
+            totals.append(time.perf_counter() - start)
+            runs.append(recorder.seconds)
+    runs, totals = runs[1:], totals[1:]
+    total = sum(totals) / len(totals)
+    ran = list(dict.fromkeys(name for run in runs for name in run))
+    rows = {}
+    for name in ran:
+        times = [run.get(name, 0.0) for run in runs]
+        mean = sum(times) / len(times)
+        rows[name] = dict(module=type(stages[name]).__name__,
+                          params=count(stages[name]),
+                          output_shape=recorder.shapes[name], time_s=mean,
+                          time_min_s=min(times), share=mean / total)
+    outside = total - sum(r['time_s'] for r in rows.values())
+    idle = {n: count(m) for n, m in stages.items() if n not in rows}
+    rest = count(model) - sum(count(m) for m in stages.values())
+    if rest:
+        idle[OUTSIDE] = rest
+    return dict(stages=rows, outside=dict(time_s=outside,
+                                          share=outside / total),
+                total=dict(params=count(model), time_s=total,
+                           time_min_s=min(totals)),
+                idle_params=idle)
 
 
 # ------------------------------------------------------------------ report
@@ -294,62 +305,40 @@ def fmt_params(n: int) -> str:
     return f'{n / 1e6:.3f} M' if n >= 1e4 else f'{n:,}'
 
 
-def stage_table(report: dict) -> List[str]:
-    m = report['meta']
-    med, best = report['latency_s'], report['latency_min_s']
+def fmt_shape(shape, limit: int = 60) -> str:
+    text = json.dumps(shape, separators=(', ', ': ')).replace('"', '')
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def markdown(report: dict) -> str:
+    m, total = report['meta'], report['total']
     lines = [f"### {m['config']}", '',
              f"CPU, torch {m['torch']}, {m['threads']} threads; batch "
              f"{m['batch_size']} x {m['num_cams']} cameras {m['image_size']}"
              f", {m['points']:,} points/sample -> {m['voxels']:,} "
-             f"voxels/batch; shared BEV {m['shared_bev']}; {m['repeat']} "
-             'runs after 1 warm-up, eval mode, no_grad; data_preprocessor '
-             '= image normalisation + padding + voxelisation.', '',
-             '| stage | params | CPU latency median (min), ms |',
-             '|---|---:|---:|']
+             f"voxels/batch; {m['forward']}; mean (min) of {m['repeat']} "
+             'runs after 1 warm-up. Stages are the detector\'s own '
+             'submodules, timed by forward hooks.', '',
+             '| stage | module | params | output shape | time, ms | '
+             'share |', '|---|---|---:|---|---:|---:|']
 
-    def ms(name):
-        return f'{1e3 * med[name]:.0f} ({1e3 * best[name]:.0f})'
-    rows = [(n, fmt_params(p)) for n, p in report['params'].items()] + [
-        ('data_preprocessor', '0'), ('voxelisation', '0')]
-    lines += [f"| {n} | {p} | {ms(n) if n in med else '-'} |"
-              for n, p in rows]
-    staged = [k for k in report['params'] if k in med]
-    return lines + [
-        f'| sum of model stages | | {1e3 * sum(med[k] for k in staged):.0f}'
-        f' ({1e3 * sum(best[k] for k in staged):.0f}) |',
-        f"| **whole model** (forward, mode=predict) | "
-        f"**{fmt_params(report['total_params'])}** | "
-        f"**{ms('total forward (mode=predict)')}** |"]
-
-
-def head_table(report: dict) -> List[str]:
-    lines = ["FULLER light heads (settings capped at the config's):", '',
-             '| head | heavy settings | heavy params | light settings | '
-             'light params | saving | heavy / light latency (ms) |',
-             '|---|---|---:|---|---:|---:|---:|']
-    for task, row in report['heads'].items():
-        h, li = row['heavy'], row['light']
-        hs, ls = (', '.join(f'{k}={v}' for k, v in d['settings'].items())
-                  for d in (h, li))
+    def ms(row):
+        return f"{1e3 * row['time_s']:.0f} ({1e3 * row['time_min_s']:.0f})"
+    for name, row in report['stages'].items():
         lines.append(
-            f"| {task} | {hs} | {fmt_params(h['params'])} | "
-            f"{ls} | {fmt_params(li['params'])} | "
-            f"{row['saving_pct']:.1f} % | {1e3 * h['latency_s']:.0f} / "
-            f"{1e3 * li['latency_s']:.0f} |")
-    heavy = sum(r['heavy']['params'] for r in report['heads'].values())
-    light = sum(r['light']['params'] for r in report['heads'].values())
-    total = report['total_params']
-    return lines + [
-        '', f'Both heads: {fmt_params(heavy)} -> {fmt_params(light)} '
-        f'({100 * (1 - light / heavy):.1f} % fewer); whole model '
-        f'{fmt_params(total)} -> {fmt_params(total - heavy + light)} '
-        f'({100 * (heavy - light) / total:.1f} % fewer).']
-
-
-def markdown(report: dict) -> str:
-    lines = stage_table(report)
-    if report['heads']:
-        lines += [''] + head_table(report)
+            f"| {name} | {row['module']} | {fmt_params(row['params'])} | "
+            f"{fmt_shape(row['output_shape'])} | {ms(row)} | "
+            f"{100 * row['share']:.1f} % |")
+    out = report['outside']
+    lines += [
+        f"| {OUTSIDE} (decoding, losses, glue) | | | | "
+        f"{1e3 * out['time_s']:.0f} | {100 * out['share']:.1f} % |",
+        f"| **whole forward** | | **{fmt_params(total['params'])}** | | "
+        f'**{ms(total)}** | 100 % |']
+    if report['idle_params']:
+        lines += ['', 'Parameters not run in this mode: ' + ', '.join(
+            f'{n} {fmt_params(p)}' for n, p in
+            report['idle_params'].items()) + '.']
     return '\n'.join(lines)
 
 
@@ -361,8 +350,11 @@ def write_json_atomic(obj: dict, path: str) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config')
+    p.add_argument('--mode', choices=sorted(MODES), default='predict',
+                   help='predict: model.test_step (eval, no_grad); loss: '
+                   "model(mode='loss') in train mode, forward only")
     p.add_argument('--repeat', type=int, default=5,
-                   help='timed runs per stage (median), after 1 warm-up')
+                   help='timed runs (mean), after 1 warm-up')
     p.add_argument('--batch-size', type=int, default=1)
     p.add_argument('--points', type=int, default=None,
                    help='LiDAR points per sample (default: 200000 for a '
@@ -381,39 +373,25 @@ def parse_args(argv=None):
 
 
 def measure(args) -> dict:
-    model, model_cfg = build_model(args.config)
+    model = build_model_from_config(args.config)
     points = args.points or default_points(model)
-    items = [make_sample(model, points, seed)
-             for seed in range(args.batch_size)]
-    data = dict(inputs=dict(points=[i[0]['points'] for i in items],
-                            img=[i[0]['img'] for i in items]),
-                data_samples=[i[1] for i in items])
-    if model.with_lidar:  # as the detector does on its first CPU call
-        set_spconv_algo(model.pts_middle_encoder, 'cpu')
+    data = make_data(model, args.batch_size, points)
     with torch.no_grad():
-        batch = model.data_preprocessor(copy.deepcopy(data), training=False)
-        shared, bevs = staged_forward(model, batch, lambda n, f, *a: f(*a))
-        if not torch.allclose(shared, model.extract_feat(batch['inputs']),
-                              atol=1e-4, rtol=1e-4):
-            raise RuntimeError('model_stats: the staged forward does not '
-                               'reproduce model.extract_feat; update '
-                               'staged_forward to the detector')
-        runs = time_stages(model, data, args.repeat)
-        heads = head_stats(model, model_cfg, batch, args.repeat)
+        inputs = model.data_preprocessor(copy.deepcopy(data),
+                                         args.mode == 'loss')['inputs']
+    report = profile(model, data, args.repeat, args.mode)
     vt = model.view_transform
-    meta = dict(config=args.config, torch=torch.__version__,
-                threads=torch.get_num_threads(), batch_size=args.batch_size,
-                num_cams=len(items[0][0]['img']),
-                image_size=list(vt.image_size) if vt is not None else None,
-                points=points, voxels=int(len(batch['inputs']['voxels'][
-                    'coors'])), repeat=args.repeat,
-                shared_bev=list(shared.shape[1:]),
-                modality_bev=[list(b.shape[1:]) for b in bevs])
-    params = stage_params(model)
-    return dict(meta=meta, params=params, total_params=count(model),
-                latency_s={k: statistics.median(v) for k, v in runs.items()},
-                latency_min_s={k: min(v) for k, v in runs.items()},
-                heads=heads)
+    voxels = inputs.get('voxels')
+    report['meta'] = dict(
+        config=args.config, torch=torch.__version__,
+        threads=torch.get_num_threads(), mode=args.mode,
+        forward=MODES[args.mode], batch_size=args.batch_size,
+        num_cams=len(data['inputs']['img'][0]),
+        image_size=list(vt.image_size) if vt is not None else None,
+        points=points,
+        voxels=0 if voxels is None else int(len(voxels['coors'])),
+        repeat=args.repeat)
+    return report
 
 
 def main(argv=None):
@@ -426,6 +404,7 @@ def main(argv=None):
     if args.json:
         write_json_atomic(report, args.json)
     print(markdown(report))
+    return report
 
 
 if __name__ == '__main__':

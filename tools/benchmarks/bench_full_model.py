@@ -64,40 +64,17 @@ STAGES = (('img_backbone', 'forward'), ('img_neck', 'forward'),
 
 def build_model(config: str, device: torch.device,
                 cams: Optional[int] = None):
-    """(model, sample kwargs for ``make_multitask_sample``)."""
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
-    from mmengine.registry import init_default_scope
-
-    import fuller  # noqa: F401  (registers fuller's modules)
-    from mmdet3d.registry import MODELS
-    init_default_scope('mmdet3d')
+    """(model, sample kwargs for ``make_multitask_sample``): random
+    weights (no download), seed 0; images at the model's size, map masks
+    on its seg head's grid."""
+    from fuller.testing import build_model_from_config, model_sample_kwargs
     path = CONFIGS.get(config, config)
-    cfg = Config.fromfile(str(path)).model
-    if cfg.get('grad_calibrator') is None:
+    model = build_model_from_config(path, device=device)
+    if model.grad_calibrator is None:
         raise SystemExit(f'{path}: model.grad_calibrator is not set; the '
                          'benchmark compares FULLER with the plain sum')
-    if cfg.img_backbone.get('init_cfg') is not None:
-        cfg.img_backbone.init_cfg = None  # no download: random weights
-    torch.manual_seed(0)
-    model = MODELS.build(cfg)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')  # init_weights logs every parameter
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-    vt = model.view_transform
-    grid = cfg.seg_head.map_grid
-    map_shape = (round((grid['y_range'][1] - grid['y_range'][0]) /
-                       grid['cell_size']),
-                 round((grid['x_range'][1] - grid['x_range'][0]) /
-                       grid['cell_size']))
     cams = cams or (2 if config == 'tiny' else 6)
-    sample_kwargs = dict(num_cams=cams, img_size=tuple(vt.image_size),
-                         map_shape=map_shape)
-    return model.to(device), sample_kwargs
+    return model, model_sample_kwargs(model, num_cams=cams)
 
 
 def _sync(device: torch.device) -> None:
@@ -106,11 +83,8 @@ def _sync(device: torch.device) -> None:
 
 
 def raw_batch(batch: int, sample_kwargs: dict) -> dict:
-    from fuller.testing import make_multitask_sample
-    items = [make_multitask_sample(s, **sample_kwargs) for s in range(batch)]
-    return dict(inputs=dict(points=[i[0]['points'] for i in items],
-                            img=[i[0]['img'] for i in items]),
-                data_samples=[i[1] for i in items])
+    from fuller.testing import make_multitask_data
+    return make_multitask_data(range(batch), **sample_kwargs)
 
 
 def _set_mode(model, mode: str, default_impl: str) -> None:

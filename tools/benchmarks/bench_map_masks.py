@@ -6,7 +6,7 @@ samples/s of each and their ratio (cache / on-the-fly). On-the-fly is
 found through an STRtree index), timed with the maps already loaded and
 indexed (the per-worker state a loader would keep), so the ratio is the
 per-sample cost only. Without ``--root`` a small dataset is generated with
-``fuller.data_prep.synthetic_nuscenes``.
+``fuller.data_prep.synthetic``.
 
 Usage::
 
@@ -46,8 +46,7 @@ def run(root: Optional[str] = None, version: str = 'v1.0-mini',
         work_dir = tmp.name
     try:
         if root is None:
-            from fuller.data_prep.synthetic_nuscenes import \
-                generate_synthetic_nuscenes
+            from fuller.data_prep.synthetic import generate_synthetic_nuscenes
             root = osp.join(work_dir, 'nuscenes')
             generate_synthetic_nuscenes(  # masks need no images or rays
                 root, num_scenes=num_scenes, keyframes_per_scene=keyframes,

@@ -14,7 +14,7 @@ Map masks are cached in the keyframe ``lidar`` frame on a ``BEVGrid``.
 Every file is checked: a missing, truncated or undecodable file raises an
 error that names it.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import mmcv
 import numpy as np
@@ -27,9 +27,7 @@ from fuller.datasets.map_mask_io import (MAP_CLASSES, MapMaskFileError,
                                          load_map_masks)
 from fuller.datasets.transforms.image_aug import resize_affine
 from fuller.structures.frames import BEVGrid
-
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT', 'CAM_BACK',
-           'CAM_BACK_LEFT', 'CAM_BACK_RIGHT')
+from fuller.structures.nuscenes_world import CAMERAS, MAP_GRID
 
 
 def _get_bytes(path: str,
@@ -294,16 +292,16 @@ class LoadBEVMapMasks(BaseTransform):
     ``map_classes``.
 
     Args:
-        x_range, y_range: grid extent in metres (LiDAR frame).
-        cell_size: cell size in metres.
+        x_range, y_range, cell_size: the grid (metres, LiDAR frame); by
+            default ``MAP_GRID``, the grid of BEVFusion's map labels.
         classes: map classes to return, in this order (names stored in the
             cache; a subset is fine).
     """
 
     def __init__(self,
-                 x_range: Sequence[float] = (-50.0, 50.0),
-                 y_range: Sequence[float] = (-50.0, 50.0),
-                 cell_size: float = 0.5,
+                 x_range: Sequence[float] = MAP_GRID.x_range,
+                 y_range: Sequence[float] = MAP_GRID.y_range,
+                 cell_size: Union[float, Sequence[float]] = MAP_GRID.cell_size,
                  classes: Sequence[str] = MAP_CLASSES) -> None:
         self.grid = BEVGrid(tuple(x_range), tuple(y_range), cell_size)
         self.classes = tuple(classes)

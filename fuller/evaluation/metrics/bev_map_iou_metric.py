@@ -39,7 +39,7 @@ import torch
 from mmdet3d.registry import METRICS
 from mmengine.evaluator import BaseMetric
 
-from fuller.datasets.map_mask_io import MAP_CLASSES
+from fuller.structures import MAP_CLASSES
 
 DEFAULT_THRESHOLDS = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
 

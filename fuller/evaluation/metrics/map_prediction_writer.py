@@ -12,7 +12,7 @@ from mmdet3d.registry import METRICS
 from mmengine import load
 from mmengine.evaluator import BaseMetric
 
-from fuller.datasets.map_mask_io import MAP_CLASSES
+from fuller.structures import MAP_CLASSES
 from fuller.structures.frames import BEVGrid
 
 from ..map_predictions import (prediction_path, save_map_prediction,

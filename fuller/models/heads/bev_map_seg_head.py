@@ -24,7 +24,7 @@ from mmdet3d.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from fuller.datasets.map_mask_io import MAP_CLASSES
+from fuller.structures import MAP_CLASSES
 from fuller.structures.frames import BEVGrid
 
 GridLike = Union[BEVGrid, dict]

@@ -6,9 +6,9 @@ Shape shorthand:
     Z, Y, X  BEV cells of the pooling grid (Y', X' after ``downsample``)
 
 Frames (see ``fuller.structures.frames``):
-    img_aug    pixels of the augmented network input (u right, v down; the
-               top-left corner of the image is (0, 0), so pixel (row, col)
-               covers [col, col+1) x [row, row+1))
+    img_aug    pixels of the augmented network input (u right, v down;
+               pixel centres at integer (u, v), so pixel (row, col) covers
+               [col - 1/2, col + 1/2) x [row - 1/2, row + 1/2))
     img        pixels of the original camera image
     cam        camera frame (x right, y down, z forward)
     lidar      LiDAR frame of the keyframe
@@ -19,8 +19,9 @@ Matrices (homogeneous 4x4, column vectors): ``img_aug_matrix`` = img2img_aug
 ``lidar2cam``, ``lidar_aug_matrix`` = lidar2lidar_aug.
 
 A frustum node is (u, v, d) in img_aug: feature pixel (i, j) sits at the centre
-of the input pixels it covers, u = (j + 1/2) W / fW, v = (i + 1/2) H / fH,
-and depth bin k at d = d_min + k * d_step (as ``torch.arange(*dbound)``).
+of the input pixels it covers, u = (j + 1/2) W / fW - 1/2,
+v = (i + 1/2) H / fH - 1/2, and depth bin k at d = d_min + k * d_step (as
+``torch.arange(*dbound)``).
 """
 import math
 from typing import List, Sequence, Tuple

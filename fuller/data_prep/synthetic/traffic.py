@@ -1,6 +1,6 @@
 """Traffic and buildings of one synthetic nuScenes scene.
 
-Frames: ``local`` (see :mod:`fuller.data_prep.synthetic_scene`); times ``t``
+Frames: ``local`` (see :mod:`fuller.data_prep.synthetic.scene`); times ``t``
 are seconds from the scene start. Boxes are (centre xyz, size (w, l, h), yaw)
 with the centre at half height above the ground plane z = 0, ``l`` along
 the heading, as in nuScenes ``sample_annotation`` records.
@@ -19,9 +19,9 @@ import numpy as np
 from shapely.geometry import Polygon
 from shapely.ops import unary_union
 
-from .synthetic_scene import (CLASS_SPECS, CROSS_HALF, CROSS_WALK, CYCLES,
-                              EGO_D, EGO_SIZE, LANE_W, VEHICLES, WALK_OUT,
-                              SceneLayout, SceneObject, Track)
+from .scene import (CLASS_SPECS, CROSS_HALF, CROSS_WALK, CYCLES, EGO_D,
+                    EGO_SIZE, LANE_W, VEHICLES, WALK_OUT, SceneLayout,
+                    SceneObject, Track)
 
 # instances per scene for objects_scale=1 (first one of each class is placed
 # within the evaluation range of the ego path)

@@ -2,7 +2,7 @@
 
 Frames: ``local`` (scene map frame), ``global = local + offset``, ``ego``
 (yaw-only pose on the ground plane), sensor frames as in
-:mod:`fuller.data_prep.synthetic_sensors`. Times ``t`` are seconds from the
+:mod:`fuller.data_prep.synthetic.sensors`. Times ``t`` are seconds from the
 scene's first keyframe; timestamps are integer microseconds.
 """
 import os
@@ -12,15 +12,16 @@ from typing import Dict, List
 import cv2
 import numpy as np
 
-from .synthetic_records import attribute_name, make_token, visibility_token
-from .synthetic_render import GroundRaster, pixel_rays, render_camera
-from .synthetic_scene import DETECTION_CLASSES, EVAL_RANGE, SceneLayout
-from .synthetic_sensors import (CAMERA_CALIBS, CAMERA_TIME_OFFSETS_US,
-                                CAMERAS, LIDAR_CALIB, SENSOR_TOKENS,
-                                lidar_box_counts, lidar_directions,
-                                lidar_sweep, quat_to_matrix,
-                                radar_counts, scaled_intrinsic, yaw_to_quat)
-from .synthetic_traffic import boxes_at
+from fuller.structures.nuscenes_world import CAMERAS, DETECTION_CLASSES
+
+from .records import attribute_name, make_token, visibility_token
+from .render import GroundRaster, pixel_rays, render_camera
+from .scene import EVAL_RANGE, SceneLayout
+from .sensors import (CAMERA_CALIBS, CAMERA_TIME_OFFSETS_US, LIDAR_CALIB,
+                      SENSOR_TOKENS, lidar_box_counts, lidar_directions,
+                      lidar_sweep, quat_to_matrix, radar_counts,
+                      scaled_intrinsic, yaw_to_quat)
+from .traffic import boxes_at
 
 GROUND_MARGIN = 130.0  # textured ground around the ego path (m)
 

@@ -53,7 +53,6 @@ CAMERA_CALIBS = {
                        (1272.5979470598488, 826.6154927353808,
                         479.75165386361925)),
 }
-CAMERAS = tuple(CAMERA_CALIBS)
 # Camera shutter times relative to the LIDAR_TOP keyframe in that sample (us).
 CAMERA_TIME_OFFSETS_US = {
     'CAM_FRONT': -35491, 'CAM_FRONT_RIGHT': -27612, 'CAM_BACK_RIGHT': -20058,

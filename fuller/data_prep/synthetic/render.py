@@ -3,21 +3,26 @@
 Shape shorthand: M boxes, H x W image pixels.
 
 Frames: ``local`` (scene map frame, ground plane z = 0), ``cam`` (x right,
-y down, z forward) and ``img`` (u right, v down; pixel (row j, column i)
-covers u in [i, i + 1), v in [j, j + 1), so its centre is (i + .5, j + .5)).
+y down, z forward) and ``img`` (u right, v down), in the pixel convention of
+:mod:`fuller.structures.frames`: pixel centres sit at integer (u, v), pixel
+(row j, column i) covers u in [i - .5, i + .5), v in [j - .5, j + .5), so a
+point projected to (u, v) by ``cam2img`` lies on pixel (round(v), round(u)).
 
-Images are rendered per pixel: the ground colour comes from a ray / ground
-plane intersection looked up in a 0.1 m texture of the map; box faces are
-rasterised and depth-tested against a per-pixel z-buffer (ray distance), so
-occlusion is exact for any box arrangement. Faces are flat-shaded by a fixed
-sun direction; rays that hit nothing show a sky gradient.
+Images are rendered per pixel, pixel (j, i) along the ray through
+(u, v) = (i, j): the ground colour comes from a ray / ground plane
+intersection looked up in a 0.1 m texture of the map; box faces are
+rasterised (cv2 in fixed point, whose integer coordinates are these pixel
+centres; every pixel a projected face touches) and depth-tested against a
+per-pixel z-buffer (ray distance), so occlusion is exact for any box
+arrangement. Faces are flat-shaded by a fixed sun direction; rays that hit
+nothing show a sky gradient.
 """
 from typing import Dict, Tuple
 
 import cv2
 import numpy as np
 
-from .synthetic_sensors import LIGHT, NEAR, SKY_HORIZON, SKY_TOP, box_corners
+from .sensors import LIGHT, NEAR, SKY_HORIZON, SKY_TOP, box_corners
 
 # (RGB, LiDAR intensity) of ground materials
 GRASS, ASPHALT = ((92, 108, 72), 8), ((72, 74, 78), 6)
@@ -34,7 +39,7 @@ class GroundRaster:
     """Colour and LiDAR-intensity texture of the ground plane.
 
     Args:
-        elements: map records of :func:`synthetic_scene.build_road_map`.
+        elements: map records of :func:`scene.build_road_map`.
         bounds: (x_min, y_min, x_max, y_max) of the textured area (local).
         res: texel size in metres; texel (row iy, col ix) covers
             [x_min + ix * res, +res) x [y_min + iy * res, +res).
@@ -133,11 +138,11 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 def pixel_rays(cam2img: np.ndarray, image_size: Tuple[int, int]) -> np.ndarray:
-    """(H * W, 3) unit rays in the camera frame through pixel centres,
-    row-major (pixel index = row * W + column)."""
+    """(H * W, 3) unit rays in the camera frame through the pixel centres
+    (u, v) = (column, row), row-major (pixel index = row * W + column)."""
     w, h = image_size
-    u, v = np.meshgrid(np.arange(w, dtype=np.float32) + 0.5,
-                       np.arange(h, dtype=np.float32) + 0.5)
+    u, v = np.meshgrid(np.arange(w, dtype=np.float32),
+                       np.arange(h, dtype=np.float32))
     pix = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3)
     rays = (pix @ np.linalg.inv(cam2img).T).astype(np.float32)
     return rays / np.sqrt((rays * rays).sum(1, keepdims=True))
@@ -156,7 +161,9 @@ def _clip(poly: np.ndarray, f: np.ndarray) -> np.ndarray:
 
 
 def _face_pixels(poly_cam, cam2img, image_size):
-    """Pixel indices covered by a box face given in camera coordinates."""
+    """Flat pixel indices (row * W + column) that a box face, given in
+    camera coordinates, covers; a projected point (u, v) falls on pixel
+    (round(v), round(u))."""
     w, h = image_size
     poly = poly_cam
     if (poly[:, 2] < NEAR).any():
@@ -178,7 +185,7 @@ def _face_pixels(poly_cam, cam2img, image_size):
     if x1 <= x0 or y1 <= y0:
         return None
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    pts = np.round((uv - 0.5 - [x0, y0]) * 16).astype(np.int32)
+    pts = np.round((uv - [x0, y0]) * 16).astype(np.int32)  # cv2: centre = int
     cv2.fillConvexPoly(mask, pts, 1, cv2.LINE_8, 4)
     iy, ix = np.nonzero(mask)
     return (iy + y0) * w + ix + x0

@@ -20,7 +20,7 @@ the ground; images are rendered from the same scene with a z-buffer. The same
 seed gives byte-identical files.
 
 Frames: ``local`` (per scene) is the ``global`` frame shifted by the scene's
-offset in its map; see :mod:`fuller.data_prep.synthetic_scene`.
+offset in its map; see :mod:`fuller.data_prep.synthetic.scene`.
 """
 import datetime
 import json
@@ -32,13 +32,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .splits import SPLITS, get_split_scenes
-from .synthetic_records import MapExpansion, make_token, static_tables
-from .synthetic_scene import SceneLayout, build_road_map
-from .synthetic_sensors import REAL_IMAGE_SIZE
-from .synthetic_simulate import (SensorRig, ensure_visible_classes,
-                                 simulate_scene)
-from .synthetic_traffic import build_tracks, place_buildings, populate
+from ..splits import SPLITS, get_split_scenes
+from .records import MapExpansion, make_token, static_tables
+from .scene import SceneLayout, build_road_map
+from .sensors import REAL_IMAGE_SIZE
+from .simulate import SensorRig, ensure_visible_classes, simulate_scene
+from .traffic import build_tracks, place_buildings, populate
 
 LOCATIONS = ('singapore-onenorth', 'boston-seaport', 'singapore-queenstown',
              'singapore-hollandvillage')

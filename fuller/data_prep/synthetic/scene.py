@@ -45,7 +45,6 @@ CLASS_SPECS = {
     'barrier': (('movable_object.barrier', ), (2.53, 0.50, 0.98),
                 (235, 235, 235), 80),
 }
-DETECTION_CLASSES = tuple(CLASS_SPECS)
 # evaluation range (m from the ego) per class, as in the devkit's
 # detection_cvpr_2019 config
 EVAL_RANGE = dict(car=50, truck=50, bus=50, trailer=50, construction_vehicle=50,

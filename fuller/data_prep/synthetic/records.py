@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from shapely.geometry import LineString
 
-from .synthetic_sensors import SENSOR_TOKENS
+from .sensors import SENSOR_TOKENS
 
 MAP_VERSION = '1.3'
 MAP_RESOLUTION = 0.1  # m per pixel of the semantic-prior PNG (devkit MapMask)
