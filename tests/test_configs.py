@@ -4,7 +4,7 @@ common reason published numbers are not reproduced)."""
 from pathlib import Path
 
 import pytest
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 
 from tests.conftest import REPO_ROOT
 
@@ -16,14 +16,14 @@ FULL = REPO_ROOT / 'configs' / 'fuller' / \
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
 def test_config_parses_and_imports_fuller(path: Path):
-    cfg = Config.fromfile(str(path))
+    cfg = load_config(str(path))
     assert cfg.custom_imports.imports == ['fuller']
     assert cfg.model.type == 'MultiTaskBEVFusion'
     assert cfg.model.get('det_head') or cfg.model.get('seg_head')
 
 
 def test_full_size_defaults_are_bevfusions():
-    cfg = Config.fromfile(str(FULL))
+    cfg = load_config(str(FULL))
     m = cfg.model
     assert m.data_preprocessor.voxel_layer.voxel_size == [0.075, 0.075, 0.2]
     assert m.data_preprocessor.voxel_layer.point_cloud_range == \
@@ -49,9 +49,10 @@ def test_full_size_defaults_are_bevfusions():
 
 
 def test_head_grids_agree_with_the_lidar_bev():
-    cfg = Config.fromfile(str(FULL))
+    cfg = load_config(str(FULL))
     m = cfg.model
-    stride = m.det_head.out_size_factor
+    stride = cfg.geometry.lidar_stride
     assert [s // stride for s in m.pts_middle_encoder.sparse_shape[1:]] == \
         [180, 180]
-    assert m.seg_head.input_grid.out_size_factor == stride
+    grid = dict(x_range=[-54.0, 54.0], y_range=[-54.0, 54.0], cell_size=[0.6, 0.6])
+    assert m.det_head.input_grid == m.seg_head.input_grid == grid

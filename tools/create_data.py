@@ -4,7 +4,7 @@ Usage::
 
     python tools/create_data.py nuscenes --root-path data/nuscenes \\
         --out-dir data/nuscenes --version v1.0-trainval [--workers 8] \\
-        [--max-sweeps 10] [--extra-tag nuscenes] [--skip-map-masks]
+        [--max-sweeps 10] [--extra-tag nuscenes] [--skip-map-masks] [--config CONFIG]
 
 Writes ``OUT/<extra-tag>_infos_{train,val}.pkl`` (``_test`` for v1.0-test;
 v1.0-mini uses the mini_train / mini_val scenes) and
@@ -36,6 +36,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      help='pkl name prefix: <tag>_infos_<split>.pkl')
     nus.add_argument('--skip-map-masks', action='store_true',
                      help='write only the infos (no map expansion needed)')
+    nus.add_argument('--config', default=None,
+                     help="rasterise the map masks on this model config's "
+                     'geometry.map_grid (default: the published 100 m x 100 m, '
+                     '0.5 m grid)')
     return parser.parse_args(argv)
 
 
@@ -48,12 +52,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    map_grid = None
+    if args.config is not None:
+        from fuller.utils.config_utils import load_config
+        map_grid = load_config(args.config).geometry.get('map_grid')
     start = time.perf_counter()
     try:
         paths = create_nuscenes_data(
             args.root_path, args.out_dir, args.version,
             max_sweeps=args.max_sweeps, extra_tag=args.extra_tag,
-            workers=args.workers, skip_map_masks=args.skip_map_masks)
+            workers=args.workers, skip_map_masks=args.skip_map_masks,
+            map_grid=map_grid)
     except (FileNotFoundError, ValueError) as err:  # bad input, named
         print(f'error: {err}', file=sys.stderr)
         return 1

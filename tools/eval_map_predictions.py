@@ -35,8 +35,8 @@ def metric_settings(config_path) -> dict:
     """kwargs of the config's BEVMapIoUMetric evaluator (or none)."""
     if config_path is None:
         return {}
-    from mmengine.config import Config
-    cfg = Config.fromfile(config_path)
+    from fuller.utils.config_utils import load_config
+    cfg = load_config(config_path)
     evaluators = cfg.get('test_evaluator') or []
     if isinstance(evaluators, dict):
         evaluators = [evaluators]

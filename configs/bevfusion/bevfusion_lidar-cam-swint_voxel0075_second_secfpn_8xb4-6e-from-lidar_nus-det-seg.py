@@ -29,10 +29,6 @@ param_scheduler = [
 ]
 train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 
-custom_hooks = [
-    dict(type='InitCheckpointCheckHook', hint=_base_.init_checkpoint_hint),
+custom_hooks = _base_.custom_hooks[:1] + [
     dict(type='PartialCheckpointLoadHook', checkpoint=lidar_checkpoint,
-         allow_shape_mismatch=init_allow_shape_mismatch),
-    dict(type='SparseConvAlgoHook'),
-    dict(type='RunMetaHook'),
-]
+         allow_shape_mismatch=init_allow_shape_mismatch)] + _base_.custom_hooks[1:]

@@ -37,8 +37,5 @@ model = dict(
 init_checkpoint_hint = ('Set swin_checkpoint in configs/bevfusion/bevfusion_lidar-cam-swint_'
                         'voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det-seg.py or pass '
                         '--cfg-options model.img_backbone.init_cfg.checkpoint=PATH')
-custom_hooks = [
-    dict(type='InitCheckpointCheckHook', hint=init_checkpoint_hint),
-    dict(type='SparseConvAlgoHook'),
-    dict(type='RunMetaHook'),
-]
+custom_hooks = [dict(type='InitCheckpointCheckHook', hint=init_checkpoint_hint)
+                ] + _base_.custom_hooks

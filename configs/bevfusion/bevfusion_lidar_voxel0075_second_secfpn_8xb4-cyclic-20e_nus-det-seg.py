@@ -20,16 +20,9 @@ test_pipeline = [
     t for t in _base_.test_pipeline if t['type'] not in ('LoadMultiViewImages', 'ImageAug3D')
 ]
 test_pipeline[-1] = dict(type='PackMultiTaskInputs', keys=['points', 'gt_masks_bev'])
-train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline, modality=modality)))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline, modality=modality))
+train_dataset = dict(pipeline=train_pipeline)
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = [
-    dict(type='NuScenesMetric', data_root=_base_.data_root,
-         ann_file=_base_.data_root + 'nuscenes_infos_val.pkl', metric='bbox',
-         modality=modality),
-    dict(type='BEVMapIoUMetric'),
-]
-test_evaluator = val_evaluator
 
 lr = 1e-4
 max_epochs = 20

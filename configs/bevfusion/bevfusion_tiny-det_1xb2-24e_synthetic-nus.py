@@ -3,9 +3,5 @@
 _base_ = ['./bevfusion_tiny_1xb2-24e_synthetic-nus.py']
 
 model = dict(seg_head=None)
-# mmengine cannot concatenate a {{_base_.data_root}} reference (it stays a placeholder name), so
-# the base's data_root is written out here; --data-root rewrites both keys.
-val_evaluator = [dict(type='NuScenesMetric', data_root='data/nuscenes-synthetic/',
-                      ann_file='data/nuscenes-synthetic/nuscenes_infos_val.pkl',
-                      metric='bbox', modality={{_base_.modality}})]
+val_evaluator = [_base_.val_evaluator[0]]  # the nuScenes detection metric only
 test_evaluator = val_evaluator

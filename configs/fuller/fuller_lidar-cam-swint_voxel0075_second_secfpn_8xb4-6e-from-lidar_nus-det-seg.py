@@ -15,10 +15,6 @@ model = dict(
     det_head=dict(hidden_channels=64, num_heads=4, ffn_channels=128, head_conv=32),
     seg_head=dict(channels=384))
 custom_hooks = [
-    dict(type='InitCheckpointCheckHook', hint=_base_.init_checkpoint_hint),
-    dict(type='PartialCheckpointLoadHook', checkpoint=lidar_checkpoint,
-         allow_shape_mismatch=_base_.init_allow_shape_mismatch),
-    dict(type='SparseConvAlgoHook'),
-    dict(type='RunMetaHook'),
-    dict(type='GradientCalibrationHook', warmup_iters=500),
-]
+    dict(h, checkpoint=lidar_checkpoint) if h['type'] == 'PartialCheckpointLoadHook' else h
+    for h in _base_.custom_hooks
+] + [dict(type='GradientCalibrationHook', warmup_iters=500)]

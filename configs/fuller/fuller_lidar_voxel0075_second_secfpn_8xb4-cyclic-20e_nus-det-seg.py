@@ -8,8 +8,5 @@ model = dict(
     grad_calibrator=dict(task_method='imtl_g', modality_target='mean'),
     det_head=dict(hidden_channels=64, num_heads=4, ffn_channels=128, head_conv=32),
     seg_head=dict(channels=384))
-custom_hooks = [
-    dict(type='SparseConvAlgoHook'),
-    dict(type='RunMetaHook'),
-    dict(type='GradientCalibrationHook', warmup_iters=500, enable_modality=False),
-]
+custom_hooks = _base_.custom_hooks + [
+    dict(type='GradientCalibrationHook', warmup_iters=500, enable_modality=False)]

@@ -1,18 +1,18 @@
 # Example of a user config: the tiny FULLER model with mmdet3d's CenterHead instead of the
 # TransFusion-style query head. Only the detection head changes; `_delete_=True` drops the
-# inherited head's keys. The grid numbers below are the tiny model's (0.3 m voxels, stride 4).
+# inherited head's keys. Its grid comes from the model's geometry ('${geometry.*}'; the coder
+# reads the x and y entries of the range and voxel size).
 _base_ = ['./fuller_tiny_1xb2-24e_synthetic-nus.py']
 
-point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
-voxel_size = [0.3, 0.3, 0.4]
-out_size_factor = 4
-grid_size = [360, 360, 20]
+point_cloud_range = '${geometry.point_cloud_range}'
+voxel_size = '${geometry.voxel_size}'
+out_size_factor = '${geometry.lidar_stride}'
 
 model = dict(
     det_head=dict(
         _delete_=True,
         type='CenterHead',
-        in_channels=64,
+        in_channels='${channels.shared}',
         # CenterHead maps label i to the i-th name of these groups read in order, so the groups
         # must list the dataset's class_names (nus_synthetic.py) in that same order:
         # car, truck, trailer, bus, construction_vehicle, bicycle, motorcycle, pedestrian,
@@ -29,19 +29,19 @@ model = dict(
         share_conv_channel=32,
         bbox_coder=dict(
             type='CenterPointBBoxCoder',
-            pc_range=point_cloud_range[:2],
+            pc_range=point_cloud_range,
             post_center_range=[-61.2, -61.2, -10.0, 61.2, 61.2, 10.0],
             max_num=100,
             score_threshold=0.05,
             out_size_factor=out_size_factor,
-            voxel_size=voxel_size[:2],
+            voxel_size=voxel_size,
             code_size=9),
         separate_head=dict(type='SeparateHead', init_bias=-2.19, final_kernel=3),
         loss_cls=dict(type='mmdet.GaussianFocalLoss', reduction='mean'),
         loss_bbox=dict(type='mmdet.L1Loss', reduction='mean', loss_weight=0.25),
         norm_bbox=True,
         train_cfg=dict(
-            grid_size=grid_size,
+            grid_size='${geometry.grid_size}',
             voxel_size=voxel_size,
             out_size_factor=out_size_factor,
             dense_reg=1,
@@ -57,8 +57,8 @@ model = dict(
             min_radius=[4, 12, 10, 0.85, 0.175, 1],  # circle-NMS radius (m) per task group above
             score_threshold=0.05,
             out_size_factor=out_size_factor,
-            voxel_size=voxel_size[:2],
-            pc_range=point_cloud_range[:2],
+            voxel_size=voxel_size,
+            pc_range=point_cloud_range,
             nms_type='circle',
             pre_max_size=1000,
             post_max_size=83,

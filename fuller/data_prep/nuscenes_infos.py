@@ -47,7 +47,8 @@ from tqdm import tqdm
 
 from fuller.data_prep import bev_map_masks
 from fuller.structures.frames import invert_transform, make_transform
-from fuller.structures.nuscenes_world import CAMERAS, DETECTION_CLASSES
+from fuller.structures.geometry import as_bev_grid
+from fuller.structures.nuscenes_world import CAMERAS, DETECTION_CLASSES, MAP_GRID
 from fuller.utils.io import atomic_open
 
 NUS_ATTRIBUTES = ('cycle.with_rider', 'cycle.without_rider',
@@ -330,7 +331,7 @@ def create_nuscenes_data(root: str, out_dir: str, version: str,
                          max_sweeps: int = 10, extra_tag: str = 'nuscenes',
                          workers: int = 0, skip_map_masks: bool = False,
                          progress: bool = True,
-                         nusc=None) -> Dict[str, str]:
+                         nusc=None, map_grid=None) -> Dict[str, str]:
     """Infos for every split of ``version`` plus the map-mask cache.
 
     Order: pre-flight checks (tables, map files), all infos in memory
@@ -351,7 +352,8 @@ def create_nuscenes_data(root: str, out_dir: str, version: str,
     if not skip_map_masks:
         all_infos = [i for dl in data_lists.values() for i in dl]
         bev_map_masks.create_map_mask_cache(
-            root, out_dir, all_infos, workers=workers, progress=progress)
+            root, out_dir, all_infos, workers=workers, progress=progress,
+            grid=MAP_GRID if map_grid is None else as_bev_grid(map_grid))
     paths = {}
     for split, data_list in data_lists.items():
         if not data_list:

@@ -16,12 +16,14 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from ..utils.config_utils import load_config
+
 ConfigLike = Union[str, Path, Config, Mapping]
 
 
 def _load_config(path: Union[str, Path]) -> Config:
     """The one place this module reads a config file."""
-    return Config.fromfile(str(path))
+    return load_config(str(path))
 
 
 def load_model_cfg(config: ConfigLike) -> ConfigDict:

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.registry import init_default_scope
 
 import fuller  # noqa: F401
@@ -21,7 +21,7 @@ TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
 
 def build_model(task_magnitude='weights'):
     init_default_scope('mmdet3d')
-    cfg = copy.deepcopy(Config.fromfile(str(TINY)).model)
+    cfg = copy.deepcopy(load_config(str(TINY)).model)
     cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean',
                                task_magnitude=task_magnitude)
     torch.manual_seed(0)

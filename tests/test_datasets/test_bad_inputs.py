@@ -8,7 +8,6 @@ Every test corrupts its own copy of the session's ``synthetic_dataroot``
 """
 import copy
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import fuller  # noqa: F401
 from fuller.data_prep.nuscenes_infos import create_nuscenes_data
-from fuller.utils.config_utils import set_data_root
+from fuller.utils.config_utils import load_config, set_data_root
 from mmdet3d.registry import DATASETS, METRICS, MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
 from tests.conftest import REPO_ROOT
@@ -48,7 +46,7 @@ def root(synthetic_dataroot, tmp_path):
 
 
 def tiny_cfg(data_root):
-    cfg = Config.fromfile(str(CONFIG))
+    cfg = load_config(str(CONFIG))
     set_data_root(cfg, str(data_root))
     return cfg
 
@@ -283,7 +281,7 @@ def reconvert(root):
 def heads():
     """The tiny config's detection and map heads (the model's parts that
     read annotations); the shared BEV map they read is (B, 64, 90, 90)."""
-    cfg = Config.fromfile(str(CONFIG))
+    cfg = load_config(str(CONFIG))
     torch.manual_seed(0)
     return [MODELS.build(copy.deepcopy(cfg.model[k]))
             for k in ('det_head', 'seg_head')]

@@ -13,7 +13,7 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
@@ -49,7 +49,7 @@ CELLS = 90
 @pytest.fixture(scope='module')
 def cfg():
     init_default_scope('mmdet3d')
-    return Config.fromfile(str(CONFIG))
+    return load_config(str(CONFIG))
 
 
 @pytest.fixture(scope='module')

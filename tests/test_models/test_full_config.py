@@ -23,7 +23,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.dataset import pseudo_collate
 
 import fuller  # noqa: F401
@@ -33,7 +33,9 @@ from mmdet3d.structures import LiDARInstance3DBoxes
 from tests.conftest import REPO_ROOT, SHARED_REAL
 
 FULL = REPO_ROOT / 'configs' / '_base_' / 'models' / 'bevfusion_multitask.py'
-DATASET = REPO_ROOT / 'configs' / '_base_' / 'datasets' / 'nus_multitask.py'
+# the full-size model and nuScenes data together (the dataset base reads the model's geometry)
+DATASET = REPO_ROOT / 'configs' / 'bevfusion' / \
+    'bevfusion_lidar-cam_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det-seg.py'
 REAL = SHARED_REAL
 # every test here reads the real frames: skipped (or failed in CI) without them
 pytestmark = pytest.mark.usefixtures('real_nuscenes_root')
@@ -53,7 +55,7 @@ def real_sample_a(ds_cfg) -> dict:
     pack = pipeline.pop()
     assert pack['type'] == 'PackMultiTaskInputs'
     pipeline += [
-        dict(type='ObjectRangeFilter', point_cloud_range=ds_cfg.filter_range),
+        dict(type='ObjectRangeFilter', point_cloud_range=ds_cfg.geometry.point_cloud_range),
         dict(type='ObjectNameFilter', classes=ds_cfg.class_names),
         dict(pack, keys=['points', 'img', 'gt_bboxes_3d', 'gt_labels_3d'])]
     dataset = DATASETS.build(dict(
@@ -78,7 +80,7 @@ def full():
                                 'frames must lie in ../shared/nuscenes-real')
     # random weights (no torchvision download), seed 0
     model = build_model_from_config(FULL).eval()
-    item = real_sample_a(Config.fromfile(str(DATASET)))
+    item = real_sample_a(load_config(str(DATASET)))
     batch = model.data_preprocessor(pseudo_collate([item]), training=False)
     return model, item, batch
 

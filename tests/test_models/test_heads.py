@@ -34,8 +34,7 @@ GT_LABELS = torch.tensor([0, 2, 0])
 
 def det_head(**overrides) -> TransFusionDetHead:
     cfg = dict(type='TransFusionDetHead', in_channels=C, num_classes=NC,
-               point_cloud_range=PCR, voxel_size=VOXEL, out_size_factor=OSF,
-               num_proposals=10, hidden_channels=16, num_decoder_layers=2,
+               input_grid=GRID, num_proposals=10, hidden_channels=16, num_decoder_layers=2,
                num_heads=2, ffn_channels=32, head_conv=8, dropout=0.0)
     cfg.update(overrides)
     head = MODELS.build(cfg)
@@ -417,10 +416,12 @@ def test_seg_head_rejects_bad_shapes():
         head.loss(torch.randn(1, 4, 12, 20), [data_sample])
 
 
-def test_seg_head_grid_from_point_cloud_range_and_light_variant():
+def test_seg_head_grid_from_dict_and_light_variant():
     head = seg_head(in_channels=16, input_grid=dict(
-        point_cloud_range=PCR, voxel_size=VOXEL, out_size_factor=OSF))
+        x_range=(-4.8, 4.8), y_range=(-3.2, 3.2), cell_size=(0.8, 0.8)))
     assert head.input_grid == GRID
+    with pytest.raises(TypeError, match='load_config'):  # an unresolved config reference
+        seg_head(in_channels=16, input_grid='${geometry.bev_grid}')
     heavy = seg_head(in_channels=16, channels=None, num_convs=2)
     light = seg_head(in_channels=16, channels=4, num_convs=1)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.registry import init_default_scope
 
 import fuller  # noqa: F401
@@ -19,7 +19,7 @@ TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
 
 def tiny_model_cfg():
     init_default_scope('mmdet3d')
-    return copy.deepcopy(Config.fromfile(str(TINY)).model)
+    return copy.deepcopy(load_config(str(TINY)).model)
 
 
 def build(cfg):
@@ -156,7 +156,7 @@ def test_build_errors_are_clear():
     cfg = tiny_model_cfg()
     cfg.seg_head.input_grid = dict(x_range=(-54, 54), y_range=(-54, 54),
                                    cell_size=0.6)
-    with pytest.raises(ValueError, match='different BEV grids'):
+    with pytest.raises(ValueError, match='heads.seg disagree on the shared map grid'):
         build(cfg)
     cfg = tiny_model_cfg()
     cfg.loss_weights = dict(occupancy=1.0)
@@ -191,7 +191,7 @@ def test_user_config_swaps_in_centerhead():
     and replaces the detection head with mmdet3d's CenterHead."""
     from mmdet3d.models.dense_heads import CenterHead
     init_default_scope('mmdet3d')
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fuller' /
+    cfg = load_config(str(REPO_ROOT / 'configs' / 'fuller' /
                               'fuller_tiny-centerhead_1xb2-24e_synthetic-nus.py'))
     assert 'num_proposals' not in cfg.model.det_head  # _delete_ worked
     model = build(cfg.model)

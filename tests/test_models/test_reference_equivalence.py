@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmcv.ops import Voxelization
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.registry import init_default_scope
 from torch import nn
 
@@ -159,11 +159,14 @@ def randomise_(module, seed):
 
 
 def ours_cfg():
-    model = copy.deepcopy(Config.fromfile(str(OURS_CFG)).model)
-    model.data_preprocessor.voxel_layer.update(point_cloud_range=PCR, voxel_size=VOXEL)
-    model.pts_middle_encoder.sparse_shape = GRID_XYZ[::-1]
-    model.det_head.update(point_cloud_range=PCR, voxel_size=VOXEL)
-    assert model.det_head.out_size_factor == 8
+    # the small grid is set in one place, the config's geometry; every module follows
+    cfg = load_config(str(OURS_CFG), {'geometry.point_cloud_range': PCR,
+                                      'geometry.voxel_size': VOXEL})
+    model = copy.deepcopy(cfg.model)
+    assert model.pts_middle_encoder.sparse_shape == GRID_XYZ[::-1]
+    assert model.data_preprocessor.voxel_layer.point_cloud_range == PCR
+    assert model.det_head.input_grid == dict(x_range=[-7.2, 7.2], y_range=[-4.8, 4.8],
+                                             cell_size=[2.4, 2.4])  # 0.3 m x stride 8
     return model
 
 
@@ -239,7 +242,7 @@ def test_dense_heatmap_matches_with_classes_by_name(outputs):
 def ours_cfg_classes():
     """The class order fuller's config trains with (the converter's default
     is mmdet3d's NuScenesDataset order: they must agree)."""
-    return list(Config.fromfile(str(OURS_CFG)).class_names)
+    return list(load_config(str(OURS_CFG)).class_names)
 
 
 def test_query_branches_match(pair):

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 from mmengine.registry import init_default_scope
 
 import fuller  # noqa: F401
@@ -218,7 +218,7 @@ def fuller_model():
     """fuller's camera (Swin-T, DepthLSS) + LiDAR det + seg model at full
     size, built without initialising weights."""
     init_default_scope('mmdet3d')
-    cfg = Config.fromfile(str(FUSION_CFG)).model
+    cfg = load_config(str(FUSION_CFG)).model
     cfg.view_transform.type = 'DepthLSSViewTransform'
     return MODELS.build(cfg)
 
@@ -437,7 +437,7 @@ def test_train_load_from_goes_through_the_reporting_hook():
     assert len(hooks) == 1 and hooks[0]['checkpoint'] == 'x.pth'
     assert hooks[0]['allow_shape_mismatch'] == ['heads.det.*'] and cfg.load_from is None
     # a config without the hook gets one
-    cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'bevfusion' /
+    cfg = load_config(str(REPO_ROOT / 'configs' / 'bevfusion' /
                               'bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det.py'))
     hook = use_partial_loading(cfg, 'y.pth')
     assert hook == dict(type='PartialCheckpointLoadHook', checkpoint='y.pth')

@@ -51,13 +51,12 @@ def _free_port() -> int:
 
 
 def _config(dataroot=None):
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import fuller  # noqa: F401  (registers the modules)
-    from fuller.utils.config_utils import set_data_root
+    from fuller.utils.config_utils import load_config, set_data_root
     init_default_scope('mmdet3d')
-    cfg = Config.fromfile(str(CONFIG))
+    cfg = load_config(str(CONFIG))
     # Dropout draws different masks in the two set-ups (one sample per rank vs two in one
     # process), which no synchronisation can match: it is the one random op of the model.
     cfg.model.det_head.dropout = 0.0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
+from fuller.utils.config_utils import load_config
 
 from tests.conftest import REPO_ROOT
 
@@ -100,7 +100,7 @@ def _assert_same_tree(a, b, where='checkpoint'):
 @pytest.fixture(scope='module')
 def runs(synthetic_dataroot, tmp_path_factory):
     base = tmp_path_factory.mktemp('resume')
-    killed_cfg = Config.fromfile(str(CONFIG))
+    killed_cfg = load_config(str(CONFIG))
     killed_cfg.custom_imports.imports.append('sigkill_hook')
     killed_cfg.custom_hooks.append(dict(type='SigkillDuringSaveHook', name='iter_6.'))
     killed_cfg.dump(str(base / 'killed.py'))

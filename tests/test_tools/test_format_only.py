@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from fuller.utils.config_utils import load_config
 from tests.conftest import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
@@ -38,12 +39,11 @@ def _test_tool():
 def _save_checkpoint(path, classes, note=''):
     """The tiny model's initial weights, saved as mmengine does (no
     training needed to exercise the format path)."""
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import fuller  # noqa: F401  (registers the model)
     from mmdet3d.registry import MODELS
-    cfg = Config.fromfile(str(CONFIG))
+    cfg = load_config(str(CONFIG))
     init_default_scope('mmdet3d')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -56,8 +56,7 @@ def _save_checkpoint(path, classes, note=''):
 
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
-    from mmengine.config import Config
-    classes = Config.fromfile(str(CONFIG)).class_names
+    classes = load_config(str(CONFIG)).class_names
     path = tmp_path_factory.mktemp('ckpt') / 'tiny.pth'
     _save_checkpoint(path, classes)
     return path
@@ -205,8 +204,7 @@ def test_test_infos_without_the_test_switch(ckpt, test_root, tmp_path):
 
 
 def test_checkpoint_with_other_classes(test_root, tmp_path):
-    from mmengine.config import Config
-    classes = list(Config.fromfile(str(CONFIG)).class_names)
+    classes = list(load_config(str(CONFIG)).class_names)
     classes[0], classes[1] = classes[1], classes[0]
     other = tmp_path / 'other.pth'
     _save_checkpoint(other, classes)
@@ -222,8 +220,7 @@ def test_out_dir_of_another_run_is_left_alone(test_run, test_root, tmp_path):
     before = {p: (out / p).read_bytes() for p in ('results_nusc.json',
                                                   'run.json')}
     other = tmp_path / 'other.pth'
-    from mmengine.config import Config
-    _save_checkpoint(other, Config.fromfile(str(CONFIG)).class_names,
+    _save_checkpoint(other, load_config(str(CONFIG)).class_names,
                      note='another run')  # same weights, another sha256
     _refused([CONFIG, other, '--data-root', test_root, '--format-only',
               '--out-dir', out, '--test-split'], 'holds another run')

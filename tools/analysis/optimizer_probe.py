@@ -85,13 +85,13 @@ WEIGHT_DECAY = 0.01
 
 def build_tiny(seed: int, device: str):
     """The tiny MultiTaskBEVFusion with a (configurable) calibrator."""
-    from mmengine.config import Config
+    from fuller.utils.config_utils import load_config
     from mmengine.registry import init_default_scope
 
     import fuller  # noqa: F401  (registers the modules)
     from mmdet3d.registry import MODELS
     init_default_scope('mmdet3d')
-    cfg = copy.deepcopy(Config.fromfile(str(TINY_MODEL)).model)
+    cfg = copy.deepcopy(load_config(str(TINY_MODEL)).model)
     cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean')
     torch.manual_seed(seed)
     model = MODELS.build(cfg).to(device)

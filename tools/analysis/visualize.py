@@ -16,16 +16,17 @@ import argparse
 import os
 import os.path as osp
 import sys
+import time
 
 import matplotlib
 
 matplotlib.use('Agg')
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from fuller.utils.config_utils import set_data_root  # noqa: E402
+from fuller.utils.config_utils import load_config, set_data_root  # noqa: E402
 from fuller.visualization import (load_info_file, load_results_file,  # noqa: E402
                                   load_sample_view, map_grid_of_pipeline,
                                   merge_map_prediction, render_sample,
@@ -81,9 +82,25 @@ def pick_infos(infos, samples: int, tokens=None):
     return [infos[i] for i in idx]
 
 
+def progress(items, desc: str = 'visualize'):
+    """Yield ``items``; a tqdm bar on a terminal, otherwise one plain line
+    ``[desc] i/N (elapsed s, eta: M:SS)`` after each item (logs, run_demo.sh's
+    progress monitor)."""
+    if sys.stdout.isatty():
+        yield from tqdm(items, desc=desc, file=sys.stdout)
+        return
+    start = time.perf_counter()
+    for i, item in enumerate(items, 1):
+        yield item
+        spent = time.perf_counter() - start
+        left = round(spent / i * (len(items) - i))
+        print(f'[{desc}] {i}/{len(items)} ({spent:.0f} s, '
+              f'eta: {left // 60}:{left % 60:02d})', flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root:
@@ -106,7 +123,7 @@ def main(argv=None):
         results = load_results_file(args.results)
 
     os.makedirs(args.out_dir, exist_ok=True)
-    for info in tqdm(infos, desc='visualize', file=sys.stdout):
+    for info in progress(infos):
         view = load_sample_view(info, data_root, dict(ds_cfg.data_prefix),
                                 class_names, map_grid)
         view.title = args.title

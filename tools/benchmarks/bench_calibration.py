@@ -193,7 +193,7 @@ def build_tiny_multitask(device: str = 'cpu', batch: int = 2):
     batch (fuller.testing): the model of the README's overhead figure."""
     from pathlib import Path
 
-    from mmengine.config import Config
+    from fuller.utils.config_utils import load_config
     from mmengine.registry import init_default_scope
 
     import fuller  # noqa: F401
@@ -202,7 +202,7 @@ def build_tiny_multitask(device: str = 'cpu', batch: int = 2):
     init_default_scope('mmdet3d')
     cfg_path = Path(__file__).resolve().parents[2] / 'configs' / '_base_' / \
         'models' / 'bevfusion_multitask_tiny.py'
-    cfg = Config.fromfile(str(cfg_path)).model
+    cfg = load_config(str(cfg_path)).model
     cfg.grad_calibrator = dict(task_method='imtl_g', modality_target='mean')
     torch.manual_seed(0)
     model = MODELS.build(cfg).to(device)

@@ -4,15 +4,16 @@
 dataset_type = 'NuScenesMultiTaskDataset'
 data_root = 'data/nuscenes/'
 version = 'v1.0-trainval'
-filter_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
 class_names = [
     'car', 'truck', 'trailer', 'bus', 'construction_vehicle', 'bicycle',
     'motorcycle', 'pedestrian', 'traffic_cone', 'barrier'
 ]
-map_mask_grid = dict(x_range=(-50.0, 50.0), y_range=(-50.0, 50.0), cell_size=0.5)
 cameras = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT',
            'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
-final_dim = (256, 704)  # network input (H, W); = model.view_transform.image_size
+# The model's geometry (geometry = dict(...) in configs/_base_/models/) gives the range filter,
+# the network input size and the map grid through '${geometry.*}'. The keys below are the data
+# settings a derived dataset config overrides (e.g. nus_synthetic.py); the pipelines read them
+# through '${...}' references, so they are never restated.
 train_resize_lim = (0.38, 0.55)
 test_resize = 0.48
 sweeps_num = 9
@@ -21,43 +22,45 @@ data_prefix = dict(pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP', map_mask_
                    **{cam: f'samples/{cam}' for cam in cameras})
 backend_args = None
 
+map_masks = dict(type='LoadBEVMapMasks', x_range='${geometry.map_x_range}',
+                 y_range='${geometry.map_y_range}', cell_size='${geometry.map_cell_size}')
 train_pipeline = [
-    dict(type='LoadNuScenesPoints', sweeps_num=sweeps_num),
+    dict(type='LoadNuScenesPoints', sweeps_num='${sweeps_num}'),
     dict(type='LoadMultiViewImages'),
     dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True),
-    dict(type='LoadBEVMapMasks', **map_mask_grid),
-    dict(type='ImageAug3D', final_dim=final_dim, resize_lim=train_resize_lim,
+    map_masks,
+    dict(type='ImageAug3D', final_dim='${geometry.image_size}', resize_lim='${train_resize_lim}',
          bot_pct_lim=(0.0, 0.0), rot_lim=(-5.4, 5.4), rand_flip=True, is_train=True),
     dict(type='BEVGlobalRotScaleTrans', rot_range=(-0.78539816, 0.78539816),
          scale_ratio_range=(0.9, 1.1), translation_std=(0.5, 0.5, 0.5)),
     dict(type='BEVRandomFlip3D', flip_ratio_bev_horizontal=0.5, flip_ratio_bev_vertical=0.5),
-    dict(type='PointsRangeFilter', point_cloud_range=filter_range),
-    dict(type='ObjectRangeFilter', point_cloud_range=filter_range),
+    dict(type='PointsRangeFilter', point_cloud_range='${geometry.point_cloud_range}'),
+    dict(type='ObjectRangeFilter', point_cloud_range='${geometry.point_cloud_range}'),
     dict(type='ObjectNameFilter', classes=class_names),
     dict(type='PointShuffle'),
     dict(type='PackMultiTaskInputs',
          keys=['points', 'img', 'gt_bboxes_3d', 'gt_labels_3d', 'gt_masks_bev']),
 ]
 test_pipeline = [
-    dict(type='LoadNuScenesPoints', sweeps_num=sweeps_num, test_mode=True),
+    dict(type='LoadNuScenesPoints', sweeps_num='${sweeps_num}', test_mode=True),
     dict(type='LoadMultiViewImages'),
-    dict(type='LoadBEVMapMasks', **map_mask_grid),
-    dict(type='ImageAug3D', final_dim=final_dim, resize_lim=(test_resize, test_resize),
-         is_train=False),
-    dict(type='PointsRangeFilter', point_cloud_range=filter_range),
+    map_masks,
+    dict(type='ImageAug3D', final_dim='${geometry.image_size}',
+         resize_lim=('${test_resize}', '${test_resize}'), is_train=False),
+    dict(type='PointsRangeFilter', point_cloud_range='${geometry.point_cloud_range}'),
     dict(type='PackMultiTaskInputs', keys=['points', 'img', 'gt_masks_bev']),
 ]
 dataset_common = dict(
-    type=dataset_type, data_root=data_root, data_prefix=data_prefix,
-    metainfo=dict(classes=class_names, version=version), modality=modality, with_det=True, with_map=True,
+    type=dataset_type, data_root='${data_root}', data_prefix=data_prefix,
+    metainfo=dict(classes=class_names, version='${version}'), modality='${modality}', with_det=True, with_map=True,
     box_type_3d='LiDAR', backend_args=backend_args)
 
+train_dataset = dict(dataset_common, ann_file='nuscenes_infos_train.pkl',
+                     pipeline=train_pipeline, test_mode=False)
 train_dataloader = dict(
     batch_size=4, num_workers=4, persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type='CBGSDataset', dataset=dict(
-        dataset_common, ann_file='nuscenes_infos_train.pkl', pipeline=train_pipeline,
-        test_mode=False)))
+    dataset=dict(type='CBGSDataset', dataset='${train_dataset}'))
 val_dataloader = dict(
     batch_size=1, num_workers=4, persistent_workers=True, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
@@ -69,9 +72,9 @@ test_dataloader = val_dataloader
 test_split = False
 test_split_ann_file = 'nuscenes_infos_test.pkl'
 val_evaluator = [
-    dict(type='NuScenesMetric', data_root=data_root,
-         ann_file=data_root + 'nuscenes_infos_val.pkl', metric='bbox',
-         modality=modality, backend_args=backend_args),
+    dict(type='NuScenesMetric', data_root='${data_root}',
+         ann_file='${data_root}nuscenes_infos_val.pkl', metric='bbox',
+         modality='${modality}', backend_args=backend_args),
     dict(type='BEVMapIoUMetric'),
 ]
 test_evaluator = val_evaluator

@@ -1,69 +1,17 @@
 # The generated nuScenes-format dataset (tools/create_synthetic_nuscenes.py), CPU-sized:
-# v1.0-mini layout (mini_train / mini_val scenes), 704 x 396 camera JPEGs, network input 64 x 192.
-# Prepare with: make demo   (or tools/create_synthetic_nuscenes.py + tools/create_data.py)
+# v1.0-mini layout (mini_train / mini_val scenes), 704 x 396 camera JPEGs, network input from the
+# model's geometry (64 x 192 for the tiny model). The pipelines are nus_multitask.py's; only the
+# data settings differ. Prepare with: make demo (or tools/create_synthetic_nuscenes.py +
+# tools/create_data.py).
 _base_ = ['./nus_multitask.py']
 
 data_root = 'data/nuscenes-synthetic/'
 version = 'v1.0-mini'
-filter_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
-class_names = [
-    'car', 'truck', 'trailer', 'bus', 'construction_vehicle', 'bicycle',
-    'motorcycle', 'pedestrian', 'traffic_cone', 'barrier'
-]
-map_mask_grid = dict(x_range=(-50.0, 50.0), y_range=(-50.0, 50.0), cell_size=0.5)
-cameras = ['CAM_FRONT', 'CAM_FRONT_RIGHT', 'CAM_FRONT_LEFT',
-           'CAM_BACK', 'CAM_BACK_LEFT', 'CAM_BACK_RIGHT']
-final_dim = (64, 192)  # = model.view_transform.image_size of the tiny model
 train_resize_lim = (0.27, 0.31)
 test_resize = 0.29
 sweeps_num = 3
-modality = dict(use_lidar=True, use_camera=True)
-data_prefix = dict(pts='samples/LIDAR_TOP', sweeps='sweeps/LIDAR_TOP', map_mask_root='',
-                   **{cam: f'samples/{cam}' for cam in cameras})
 
-train_pipeline = [
-    dict(type='LoadNuScenesPoints', sweeps_num=sweeps_num),
-    dict(type='LoadMultiViewImages'),
-    dict(type='LoadAnnotations3D', with_bbox_3d=True, with_label_3d=True),
-    dict(type='LoadBEVMapMasks', **map_mask_grid),
-    dict(type='ImageAug3D', final_dim=final_dim, resize_lim=train_resize_lim,
-         bot_pct_lim=(0.0, 0.0), rot_lim=(-5.4, 5.4), rand_flip=True, is_train=True),
-    dict(type='BEVGlobalRotScaleTrans', rot_range=(-0.78539816, 0.78539816),
-         scale_ratio_range=(0.9, 1.1), translation_std=(0.5, 0.5, 0.5)),
-    dict(type='BEVRandomFlip3D', flip_ratio_bev_horizontal=0.5, flip_ratio_bev_vertical=0.5),
-    dict(type='PointsRangeFilter', point_cloud_range=filter_range),
-    dict(type='ObjectRangeFilter', point_cloud_range=filter_range),
-    dict(type='ObjectNameFilter', classes=class_names),
-    dict(type='PointShuffle'),
-    dict(type='PackMultiTaskInputs',
-         keys=['points', 'img', 'gt_bboxes_3d', 'gt_labels_3d', 'gt_masks_bev']),
-]
-test_pipeline = [
-    dict(type='LoadNuScenesPoints', sweeps_num=sweeps_num, test_mode=True),
-    dict(type='LoadMultiViewImages'),
-    dict(type='LoadBEVMapMasks', **map_mask_grid),
-    dict(type='ImageAug3D', final_dim=final_dim, resize_lim=(test_resize, test_resize),
-         is_train=False),
-    dict(type='PointsRangeFilter', point_cloud_range=filter_range),
-    dict(type='PackMultiTaskInputs', keys=['points', 'img', 'gt_masks_bev']),
-]
-dataset_common = dict(
-    type='NuScenesMultiTaskDataset', data_root=data_root, data_prefix=data_prefix,
-    metainfo=dict(classes=class_names, version=version), modality=modality, with_det=True, with_map=True,
-    box_type_3d='LiDAR', backend_args=None)
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(_delete_=True, **dataset_common, ann_file='nuscenes_infos_train.pkl',
-                 pipeline=train_pipeline, test_mode=False))
-val_dataloader = dict(
-    batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(dataset_common, ann_file='nuscenes_infos_val.pkl', pipeline=test_pipeline,
-                 test_mode=True))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset='${train_dataset}')  # no class-balanced resampling
+val_dataloader = dict(num_workers=0, persistent_workers=False)
 test_dataloader = val_dataloader
-val_evaluator = [
-    dict(type='NuScenesMetric', data_root=data_root,
-         ann_file=data_root + 'nuscenes_infos_val.pkl', metric='bbox', modality=modality),
-    dict(type='BEVMapIoUMetric'),
-]
-test_evaluator = val_evaluator

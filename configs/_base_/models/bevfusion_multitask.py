@@ -1,25 +1,24 @@
 # BEVFusion-style camera + LiDAR multi-task model at BEVFusion's published size:
 # LiDAR voxels 0.075 m over [-54, 54] m (1440 x 1440 cells) -> 180 x 180 BEV, images 256 x 704,
-# ResNet-50 image backbone. The point-cloud range, voxel size, image size and strides are written
-# once here; every other grid number is derived below.
-point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
-voxel_size = [0.075, 0.075, 0.2]
-lidar_stride = 8  # SparseEncoder downsampling -> BEV cell = 0.6 m
-image_size = [256, 704]  # network input (H, W)
-image_stride = 8  # GeneralizedLSSFPN output stride
-map_grid = dict(x_range=(-50.0, 50.0), y_range=(-50.0, 50.0), cell_size=0.5)
+# ResNet-50 image backbone. The geometry and the channel counts between modules are declared once,
+# below; modules and the data pipeline read them as '${geometry.<name>}' / '${channels.<name>}'
+# (resolved by fuller.utils.config_utils.load_config; derived values such as the sparse shape and
+# the view transform's pooling bounds are computed by fuller.structures.BEVGeometry).
+geometry = dict(
+    point_cloud_range=[-54.0, -54.0, -5.0, 54.0, 54.0, 3.0],
+    voxel_size=[0.075, 0.075, 0.2],
+    lidar_stride=8,  # SparseEncoder downsampling -> BEV cell 0.6 m
+    image_size=[256, 704],  # network input (H, W)
+    image_stride=8,  # GeneralizedLSSFPN output stride
+    lss_upsample=2,  # the view transform pools 0.3 m cells, then downsamples by 2
+    map_grid=dict(x_range=(-50.0, 50.0), y_range=(-50.0, 50.0), cell_size=0.5))
+channels = dict(
+    image_features=256,  # img_neck -> view_transform
+    camera_bev=80,  # view_transform -> fuser
+    lidar_bev=256,  # SparseEncoder: 128 channels x 2 z cells -> fuser
+    shared_in=256,  # fuser -> decoder
+    shared=512)  # decoder (SECONDFPN: 2 x 256) -> heads
 num_classes = 10
-
-# derived: sparse grid (Z, Y, X) with mmdet3d's +1 z convention, BEV grid of the heads
-sparse_shape = [
-    round((point_cloud_range[5] - point_cloud_range[2]) / voxel_size[2]) + 1,
-    round((point_cloud_range[4] - point_cloud_range[1]) / voxel_size[1]),
-    round((point_cloud_range[3] - point_cloud_range[0]) / voxel_size[0]),
-]
-bev_cell = voxel_size[0] * lidar_stride
-bev_grid = dict(point_cloud_range=point_cloud_range, voxel_size=voxel_size,
-                out_size_factor=lidar_stride)
-lss_cell = bev_cell / 2  # LSS pools at twice the resolution, then downsamples by 2
 
 model = dict(
     type='MultiTaskBEVFusion',
@@ -33,8 +32,8 @@ model = dict(
         voxel_type='hard',
         voxel_layer=dict(
             max_num_points=10,
-            point_cloud_range=point_cloud_range,
-            voxel_size=voxel_size,
+            point_cloud_range='${geometry.point_cloud_range}',
+            voxel_size='${geometry.voxel_size}',
             max_voxels=[120000, 160000])),
     img_backbone=dict(
         type='mmdet.ResNet',
@@ -49,38 +48,39 @@ model = dict(
     img_neck=dict(
         type='GeneralizedLSSFPN',
         in_channels=[512, 1024, 2048],
-        out_channels=256,
+        out_channels='${channels.image_features}',
         in_strides=(8, 16, 32),
         norm_cfg=dict(type='BN', requires_grad=True),
         act_cfg=dict(type='ReLU')),
     view_transform=dict(
         type='LSSViewTransform',
-        in_channels=256,
-        out_channels=80,
-        image_size=image_size,
-        feature_size=[image_size[0] // image_stride, image_size[1] // image_stride],
+        in_channels='${channels.image_features}',
+        out_channels='${channels.camera_bev}',
+        image_size='${geometry.image_size}',
+        feature_size='${geometry.feature_size}',
         dbound=[1.0, 60.0, 0.5],
-        xbound=[point_cloud_range[0], point_cloud_range[3], lss_cell],
-        ybound=[point_cloud_range[1], point_cloud_range[4], lss_cell],
+        xbound='${geometry.xbound}',
+        ybound='${geometry.ybound}',
         zbound=[-10.0, 10.0, 20.0],
-        downsample=2),
+        downsample='${geometry.lss_upsample}'),
     pts_voxel_encoder=dict(type='HardSimpleVFE', num_features=5),
     pts_middle_encoder=dict(
         type='SparseEncoder',
         in_channels=5,
-        sparse_shape=sparse_shape,
+        sparse_shape='${geometry.sparse_shape}',
         order=('conv', 'norm', 'act'),
         norm_cfg=dict(type='BN1d', eps=1e-3, momentum=0.01),
         encoder_channels=((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128)),
         # mmdet3d's SparseEncoder pads (z, y, x): (0, 1, 1) keeps 1440 -> 180 in x and y
         encoder_paddings=((0, 0, 1), (0, 0, 1), (0, 0, (0, 1, 1)), (0, 0)),
         block_type='basicblock'),
-    fuser=dict(type='ConvFuser', in_channels=[80, 256], out_channels=256),
+    fuser=dict(type='ConvFuser', in_channels=['${channels.camera_bev}', '${channels.lidar_bev}'],
+               out_channels='${channels.shared_in}'),
     decoder=dict(
         type='BEVDecoder',
         backbone=dict(
             type='SECOND',
-            in_channels=256,
+            in_channels='${channels.shared_in}',
             out_channels=[128, 256],
             layer_nums=[5, 5],
             layer_strides=[1, 2],
@@ -96,11 +96,9 @@ model = dict(
             use_conv_for_no_stride=True)),
     det_head=dict(
         type='TransFusionDetHead',
-        in_channels=512,
+        in_channels='${channels.shared}',
         num_classes=num_classes,
-        point_cloud_range=point_cloud_range,
-        voxel_size=voxel_size,
-        out_size_factor=lidar_stride,
+        input_grid='${geometry.bev_grid}',
         num_proposals=200,
         hidden_channels=128,
         num_decoder_layers=1,
@@ -111,8 +109,8 @@ model = dict(
         code_weights=(1.0, ) * 8 + (0.2, 0.2)),
     seg_head=dict(
         type='BEVMapSegHead',
-        in_channels=512,
-        input_grid=bev_grid,
-        map_grid=map_grid,
+        in_channels='${channels.shared}',
+        input_grid='${geometry.bev_grid}',
+        map_grid='${geometry.map_grid}',
         loss_type='focal'),
     loss_weights=dict(det=1.0, seg=1.0))

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from mmdet3d.registry import MODELS
 
+from ...structures import BEVGrid
+
 
 @MODELS.register_module()
 class BEVDecoder(BaseModule):
@@ -24,6 +26,17 @@ class BEVDecoder(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck)
+        self.in_channels = backbone['in_channels']
+        out = neck['out_channels']
+        self.out_channels = sum(out) if isinstance(out, (list, tuple)) else out
+        # first backbone level's stride over its neck upsampling (SECOND/SECONDFPN keys)
+        self.output_stride = (backbone.get('layer_strides', [1])[0] /
+                              neck.get('upsample_strides', [1])[0])
+
+    def output_grid(self, input_grid: BEVGrid) -> BEVGrid:
+        """The shared map's grid for an input map on ``input_grid``."""
+        (dx, dy), s = input_grid.cell_size, self.output_stride
+        return BEVGrid(input_grid.x_range, input_grid.y_range, (dx * s, dy * s))
 
     def forward(self, bev: Tensor) -> Tensor:
         outs = self.neck(self.backbone(bev))

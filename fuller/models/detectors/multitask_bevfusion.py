@@ -29,11 +29,13 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmdet3d.models.dense_heads import CenterHead
+from mmdet3d.models.middle_encoders import SparseEncoder
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
 
 from ...calibration import GradientCalibrator
 from ...compat import set_spconv_algo
+from ...structures import BEVGrid
 
 TASKS = ('det', 'seg')
 
@@ -108,7 +110,7 @@ class MultiTaskBEVFusion(Base3DDetector):
             raise ValueError('MultiTaskBEVFusion: no task head configured')
         self.heads = nn.ModuleDict({t: MODELS.build(c)
                                     for t, c in heads.items()})
-        self._check_head_grids()
+        self._check_geometry()
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(TASKS)
         if unknown:
@@ -120,16 +122,71 @@ class MultiTaskBEVFusion(Base3DDetector):
         self.nan_guard = nan_guard
         self._spconv_device = None
 
-    def _check_head_grids(self) -> None:
-        """Heads that read the shared map must agree on its grid."""
-        grids = {t: getattr(h, 'bev_grid', getattr(h, 'input_grid', None))
-                 for t, h in self.heads.items()}
-        grids = {t: g for t, g in grids.items() if g is not None}
-        if len(set(grids.values())) > 1:
+    # -------------------------------------------------------- build checks
+    def _lidar_grid(self) -> Optional[BEVGrid]:
+        """The LiDAR BEV map's grid: the voxel grid of the preprocessor's
+        voxel layer, coarsened by the SparseEncoder's stride (one stride-2
+        stage per encoder stage after the first)."""
+        layer = getattr(self.data_preprocessor, 'voxel_layer', None)
+        encoder = self.pts_middle_encoder
+        if layer is None or not isinstance(encoder, SparseEncoder):
+            return None
+        voxels = BEVGrid.from_point_cloud_range(
+            [float(v) for v in layer.point_cloud_range],
+            [float(v) for v in layer.voxel_size[:2]])
+        if tuple(encoder.sparse_shape[1:]) != voxels.shape:
             raise ValueError(
-                'MultiTaskBEVFusion: the task heads expect different BEV '
-                f'grids for the shared map: {grids}; derive both from the '
-                'same point_cloud_range / voxel_size / out_size_factor')
+                'MultiTaskBEVFusion: data_preprocessor.voxel_layer makes a '
+                f'(Y, X) = {voxels.shape} voxel grid but pts_middle_encoder has '
+                f'sparse_shape {list(encoder.sparse_shape)}')
+        stride = 2 ** (len(encoder.encoder_channels) - 1)
+        return BEVGrid(voxels.x_range, voxels.y_range,
+                       (voxels.cell_size[0] * stride, voxels.cell_size[1] * stride))
+
+    def _head_grid(self, head: nn.Module) -> BEVGrid:
+        if isinstance(head, CenterHead):  # mmdet3d's: grid in its train_cfg
+            cfg = head.train_cfg
+            factor = cfg['out_size_factor']
+            return BEVGrid.from_point_cloud_range(
+                cfg['point_cloud_range'],
+                (cfg['voxel_size'][0] * factor, cfg['voxel_size'][1] * factor))
+        return head.input_grid
+
+    def _check_geometry(self) -> None:
+        """The modules must agree on the BEV grids and channel counts they
+        hand each other; a mismatch names both modules."""
+        def fail(a: str, b: str, what: str, va, vb):
+            raise ValueError(f'MultiTaskBEVFusion: {a} and {b} disagree on the '
+                             f'{what}: {va} vs {vb} (configs derive both from '
+                             "'${geometry.*}' / '${channels.*}')")
+
+        branch_grids = {}
+        if self.with_camera:
+            branch_grids['view_transform'] = self.view_transform.output_grid
+        lidar = self._lidar_grid()
+        if lidar is not None:
+            branch_grids['pts_middle_encoder'] = lidar
+        names = list(branch_grids)
+        if len(names) == 2 and branch_grids[names[0]] != branch_grids[names[1]]:
+            fail(names[0], names[1], 'BEV grid', branch_grids[names[0]],
+                 branch_grids[names[1]])
+        if self.fuser is not None and self.with_camera and \
+                self.fuser.in_channels[0] != self.view_transform.out_channels:
+            fail('view_transform', 'fuser', 'camera BEV channels',
+                 self.view_transform.out_channels, self.fuser.in_channels[0])
+        if self.fuser is not None and self.fuser.out_channels != self.decoder.in_channels:
+            fail('fuser', 'decoder', 'fused BEV channels', self.fuser.out_channels,
+                 self.decoder.in_channels)
+        shared = None
+        if names:
+            shared = self.decoder.output_grid(branch_grids[names[0]])
+        for task, head in self.heads.items():
+            if head.in_channels != self.decoder.out_channels:
+                fail('decoder', f'heads.{task}', 'shared map channels',
+                     self.decoder.out_channels, head.in_channels)
+            if shared is not None and self._head_grid(head) != shared:
+                fail(f'decoder (from {names[0]})', f'heads.{task}', 'shared map grid',
+                     shared, self._head_grid(head))
 
     # ------------------------------------------------------------ properties
     @property

@@ -1,8 +1,5 @@
 """Task heads on the shared BEV map."""
-from .bev_map_seg_head import BEVMapSegHead, bev_grid_from_cfg
+from .bev_map_seg_head import BEVMapSegHead
 from .transfusion_det_head import QueryDecoderLayer, TransFusionDetHead
 
-__all__ = [
-    'TransFusionDetHead', 'QueryDecoderLayer', 'BEVMapSegHead',
-    'bev_grid_from_cfg'
-]
+__all__ = ['TransFusionDetHead', 'QueryDecoderLayer', 'BEVMapSegHead']

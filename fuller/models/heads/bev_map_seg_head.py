@@ -26,26 +26,9 @@ from torch import Tensor, nn
 
 from fuller.structures import MAP_CLASSES
 from fuller.structures.frames import BEVGrid
+from fuller.structures.geometry import as_bev_grid
 
 GridLike = Union[BEVGrid, dict]
-
-
-def bev_grid_from_cfg(cfg: GridLike) -> BEVGrid:
-    """A ``BEVGrid``, ``dict(x_range, y_range, cell_size)`` or
-    ``dict(point_cloud_range, voxel_size, out_size_factor)`` -> BEVGrid."""
-    if isinstance(cfg, BEVGrid):
-        return cfg
-    cfg = dict(cfg)
-    if 'point_cloud_range' in cfg:
-        keys = {'point_cloud_range', 'voxel_size', 'out_size_factor'}
-        if set(cfg) != keys:
-            raise ValueError(f'grid config needs exactly {sorted(keys)}, '
-                             f'got {sorted(cfg)}')
-        factor = cfg['out_size_factor']
-        voxel = cfg['voxel_size']
-        return BEVGrid.from_point_cloud_range(
-            cfg['point_cloud_range'], (voxel[0] * factor, voxel[1] * factor))
-    return BEVGrid(**cfg)
 
 
 def metric_sampling_grid(src: BEVGrid, dst: BEVGrid) -> Tensor:
@@ -77,7 +60,8 @@ class BEVMapSegHead(BaseModule):
 
     Args:
         in_channels: C of the shared BEV map.
-        input_grid: grid of the input map (see ``bev_grid_from_cfg``).
+        input_grid: grid of the input map, a ``BEVGrid`` or
+            ``dict(x_range, y_range, cell_size)``.
         map_grid: grid of the output masks, e.g.
             ``dict(x_range=(-50, 50), y_range=(-50, 50), cell_size=0.5)``.
         classes: map class names (order of the mask channels).
@@ -109,8 +93,8 @@ class BEVMapSegHead(BaseModule):
         if num_convs < 1:
             raise ValueError('BEVMapSegHead: num_convs must be >= 1')
         self.in_channels = in_channels
-        self.input_grid = bev_grid_from_cfg(input_grid)
-        self.map_grid = bev_grid_from_cfg(map_grid)
+        self.input_grid = as_bev_grid(input_grid)
+        self.map_grid = as_bev_grid(map_grid)
         self.classes = tuple(classes)
         self.loss_type = loss_type
         self.focal_gamma = focal_gamma

@@ -5,8 +5,7 @@ NC classes, P object queries (proposals), G ground-truth boxes, E = 10 code
 size (``fuller.models.task_modules.transfusion_det_coder``).
 
 Frame: the (augmented) LiDAR frame. The input map is (B, C, Y, X) on
-``BEVGrid.from_point_cloud_range(point_cloud_range, voxel_size[:2] *
-out_size_factor)``: row = y, column = x, row 0 at the smallest y. Query
+``input_grid`` (a ``BEVGrid``): row = y, column = x, row 0 at the smallest y. Query
 positions are continuous grid coordinates ``(gx, gy)`` in cells; cell
 ``(iy, ix)`` has its centre at ``(ix + 0.5, iy + 0.5)`` and metric
 ``x = x_min + gx * dx``. Output boxes are ``LiDARInstance3DBoxes`` (box_dim 9:
@@ -45,7 +44,7 @@ from torch import Tensor, nn
 from fuller.models.task_modules.transfusion_det_coder import (
     CODE_SLICES, TransFusionDetCoder, axis_aligned_corners,
     center_heatmap_targets, code_weights_tensor)
-from fuller.structures.frames import BEVGrid
+from fuller.structures.geometry import as_bev_grid
 
 DEFAULT_ASSIGNER = dict(
     type='QueryHungarianAssigner3D',
@@ -107,8 +106,9 @@ class TransFusionDetHead(BaseModule):
     Args:
         in_channels: C of the shared BEV map.
         num_classes: NC.
-        point_cloud_range, voxel_size, out_size_factor: define the BEV grid
-            of the input map (cell = voxel_size[:2] * out_size_factor).
+        input_grid: the BEV grid of the input map, a ``BEVGrid`` or
+            ``dict(x_range, y_range, cell_size)`` (a model config passes
+            ``'${geometry.bev_grid}'``).
         num_proposals: P queries.
         hidden_channels, num_decoder_layers, num_heads, ffn_channels,
             dropout: transformer size.
@@ -128,9 +128,7 @@ class TransFusionDetHead(BaseModule):
                  *,
                  in_channels: int,
                  num_classes: int,
-                 point_cloud_range: Sequence[float],
-                 voxel_size: Sequence[float],
-                 out_size_factor: int,
+                 input_grid,
                  num_proposals: int = 200,
                  hidden_channels: int = 128,
                  num_decoder_layers: int = 1,
@@ -152,11 +150,8 @@ class TransFusionDetHead(BaseModule):
                  score_threshold: float = 0.0,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        cell = (voxel_size[0] * out_size_factor,
-                voxel_size[1] * out_size_factor)
-        self.bev_grid = BEVGrid.from_point_cloud_range(point_cloud_range,
-                                                       cell)
-        ny, nx = self.bev_grid.shape
+        self.input_grid = as_bev_grid(input_grid)
+        ny, nx = self.input_grid.shape
         if not 0 < num_proposals <= num_classes * ny * nx:
             raise ValueError(f'TransFusionDetHead: num_proposals '
                              f'{num_proposals} must be in [1, NC*Y*X]')
@@ -176,7 +171,7 @@ class TransFusionDetHead(BaseModule):
         self.min_radius = min_radius
         self.aux_loss = aux_loss
         self.score_threshold = score_threshold
-        self.coder = TransFusionDetCoder(self.bev_grid)
+        self.coder = TransFusionDetCoder(self.input_grid)
         self.register_buffer('code_weights', code_weights_tensor(
             code_weights), persistent=False)
 
@@ -191,7 +186,7 @@ class TransFusionDetHead(BaseModule):
     def _init_layers(self, hidden_channels: int, num_decoder_layers: int,
                      num_heads: int, ffn_channels: int, dropout: float,
                      head_conv: int) -> None:
-        ny, nx = self.bev_grid.shape
+        ny, nx = self.input_grid.shape
         self.shared_conv = nn.Conv2d(self.in_channels, hidden_channels, 3,
                                      padding=1)
         self.heatmap_head = nn.Sequential(
@@ -232,14 +227,14 @@ class TransFusionDetHead(BaseModule):
     def check_input(self, feats_bev: Tensor) -> None:
         """Raise a clear error when the map does not fit the head's grid."""
         if feats_bev.dim() != 4 or feats_bev.shape[1] != self.in_channels \
-                or tuple(feats_bev.shape[-2:]) != self.bev_grid.shape:
+                or tuple(feats_bev.shape[-2:]) != self.input_grid.shape:
             raise ValueError(
                 f'TransFusionDetHead: expected a BEV map (B, '
                 f'{self.in_channels}, Y, X) with (Y, X) = '
-                f'{self.bev_grid.shape} from the head grid {self.bev_grid}, '
+                f'{self.input_grid.shape} from the head grid {self.input_grid}, '
                 f'got {tuple(feats_bev.shape)}. The decoder output stride '
-                'and out_size_factor / point_cloud_range / voxel_size of '
-                'the head must describe the same grid.')
+                'and the input_grid of the head must describe the same grid '
+                "(configs pass '${geometry.bev_grid}').")
 
     def forward(self, feats_bev: Tensor) -> Dict:
         """(B, C, Y, X) -> dict(dense_heatmap (B, NC, Y, X) logits,
@@ -303,7 +298,7 @@ class TransFusionDetHead(BaseModule):
         gt_labels = [g.labels_3d.long().to(device)
                      for g in batch_gt_instances_3d]
         heat_targets = torch.stack([
-            center_heatmap_targets(b, lab, self.bev_grid, self.num_classes,
+            center_heatmap_targets(b, lab, self.input_grid, self.num_classes,
                                    self.gaussian_overlap, self.min_radius)
             for b, lab in zip(gt_boxes, gt_labels)])
         num_peaks = reduce_mean(heat_targets.eq(1).sum().float()).clamp(1)
