@@ -7,12 +7,19 @@
   ``torch.load``, which under torch>=2.6 (``weights_only=True``) rejects the
   numpy and mmengine objects mmengine itself saves. We allow exactly those
   globals (an explicit allow-list), never ``weights_only=False``.
+- :mod:`.config_formatting`: mmengine's ``Config.pretty_text`` runs yapf on
+  every access (seconds each, several times per run on the same config);
+  :func:`memoise_config_formatting`, applied when this package is imported,
+  formats each distinct text once (the same output: yapf is deterministic).
 """
 from .checkpoint import (checkpoint_safe_globals,
                          register_checkpoint_safe_globals)
+from .config_formatting import memoise_config_formatting
 from .spconv_algo import SparseConvAlgoHook, set_spconv_algo
+
+memoise_config_formatting()
 
 __all__ = [
     'set_spconv_algo', 'SparseConvAlgoHook', 'checkpoint_safe_globals',
-    'register_checkpoint_safe_globals'
+    'register_checkpoint_safe_globals', 'memoise_config_formatting'
 ]

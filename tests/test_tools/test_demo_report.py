@@ -117,6 +117,26 @@ def test_report_page(demo_dir, repo_root):
     assert '| total | 300 | |' in text
 
 
+def test_timings_of_concurrent_stages(tmp_path, repo_root):
+    """A block's row is its wall time; its stages are listed under it and
+    left out of the total and the shares."""
+    mod = _report_module(repo_root)
+    path = tmp_path / 'timings.tsv'
+    path.write_text('setup\t40\n'
+                    'environment report\t12\tsetup\n'
+                    'data\t37\tsetup\n'
+                    'runs\t500\n'
+                    'train A\t420\truns\ntrain B\t440\truns\n'
+                    'report\t60\n')
+    assert mod.load_timings(str(path))[1] == ('environment report', 12.0,
+                                              'setup')
+    lines = mod.timings_section(str(path))
+    assert '| setup | 40 | 7% |' in lines       # 40 / (40 + 500 + 60)
+    assert '| runs | 500 | 83% |' in lines
+    assert '| &emsp;train B | 440 | |' in lines
+    assert '| total | 600 | |' in lines
+
+
 def test_report_errors_name_the_file(tmp_path, repo_root):
     mod = _report_module(repo_root)
     missing = tmp_path / 'nope' / 'metrics.json'
@@ -125,4 +145,7 @@ def test_report_errors_name_the_file(tmp_path, repo_root):
     bad = tmp_path / 'timings.tsv'
     bad.write_text('train fast\n')
     with pytest.raises(ValueError, match='timings.tsv:1'):
+        mod.load_timings(str(bad))
+    bad.write_text('data\t1.5\ntrain\t2\tblock\textra\n')
+    with pytest.raises(ValueError, match='timings.tsv:2'):
         mod.load_timings(str(bad))

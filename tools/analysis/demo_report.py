@@ -151,8 +151,12 @@ def pictures_section(work_dirs: Sequence[Tuple[str, str]], report_dir: str,
     return lines + ['']
 
 
-def load_timings(path: str) -> List[Tuple[str, float]]:
-    """``stage<TAB>seconds`` lines (tools/run_demo.sh writes them)."""
+def load_timings(path: str) -> List[Tuple[str, float, str]]:
+    """``stage<TAB>seconds[<TAB>block]`` lines (tools/run_demo.sh writes
+    them) as (stage, seconds, block). A stage with a block ran beside the
+    other stages of that block; the block's own row (no block, written
+    before its stages) holds its wall time, so the rows without a block add
+    up to the wall time."""
     rows = []
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -160,10 +164,14 @@ def load_timings(path: str) -> List[Tuple[str, float]]:
                 continue
             parts = line.rstrip('\n').split('\t')
             try:
-                rows.append((parts[0], float(parts[1])))
-            except (IndexError, ValueError):
+                secs = float(parts[1]) if len(parts) in (2, 3) else None
+            except ValueError:
+                secs = None
+            if secs is None:
                 raise ValueError(f'{path}:{lineno}: expected '
-                                 f'"stage<TAB>seconds", got {line!r}')
+                                 f'"stage<TAB>seconds[<TAB>block]", got '
+                                 f'{line!r}')
+            rows.append((parts[0], secs, parts[2] if len(parts) == 3 else ''))
     return rows
 
 
@@ -171,13 +179,20 @@ def timings_section(path: Optional[str]) -> List[str]:
     if not path:
         return []
     rows = load_timings(path)
-    total = sum(s for _, s in rows)
+    total = sum(s for _, s, block in rows if not block)
     lines = ['## Demo stage timings', '', '| stage | seconds | share |',
              '| --- | ---: | ---: |']
-    for stage, secs in rows:
+    for stage, secs, block in rows:
+        if block:   # overlaps the others of its block: no share of the total
+            lines.append(f'| &emsp;{stage} | {secs:.0f} | |')
+            continue
         share = secs / total if total > 0 else 0.0
         lines.append(f'| {stage} | {secs:.0f} | {share:.0%} |')
-    return lines + [f'| total | {total:.0f} | |', '']
+    note = (['', 'Indented stages ran beside the other stages of the block '
+             'above them, whose row is its wall time; the total adds up the '
+             'rows that are not indented: the wall time of the demo.']
+            if any(block for _, _, block in rows) else [])
+    return lines + [f'| total | {total:.0f} | |'] + note + ['']
 
 
 def render(runs: Sequence[Tuple[str, Dict[str, float]]], notes: str = '',
@@ -211,7 +226,8 @@ def main(argv=None):
                         metavar=('NAME', 'DIR'),
                         help="a run's work dir (default: its metrics' folder)")
     parser.add_argument('--calibration-dir', help='PNGs of plot_calibration')
-    parser.add_argument('--timings', help='stage<TAB>seconds file')
+    parser.add_argument('--timings',
+                        help='stage<TAB>seconds[<TAB>block] file')
     parser.add_argument('--out', required=True, help='report .md path')
     parser.add_argument('--notes', default='', help='text under the title')
     args = parser.parse_args(argv)
