@@ -110,9 +110,12 @@ def test_one_backward_equals_explicit_reference(task_magnitude):
     np.testing.assert_allclose(
         [float(stats['task']['alpha'][t]) for t in ('det', 'seg')],
         alpha_ref, rtol=1e-4)
+    # per tensor, relative to its norm: the two computations sum in other orders, and with one
+    # thread single near-zero elements differ by more than an elementwise rtol allows; the
+    # norm-wise gap is <= 1e-5 on 1 or 2 threads, a wrong weight or scale is >= 1e-2
     for name in ref:
-        torch.testing.assert_close(got[name], ref[name], rtol=1e-3,
-                                   atol=1e-6, msg=name)
+        gap = float((got[name] - ref[name]).norm() / ref[name].norm().clamp(min=1e-12))
+        assert gap < 1e-4, (name, gap)
     # the calibration really changed something: the plain sum differs
     model.zero_grad()
     model.grad_calibrator.enable_task = False
