@@ -153,8 +153,14 @@ class MultiTaskBEVFusion(Base3DDetector):
         return head.input_grid
 
     def _check_geometry(self) -> None:
-        """The modules must agree on the BEV grids and channel counts they
-        hand each other; a mismatch names both modules."""
+        """The modules must agree on the BEV grids (to float rounding) and
+        channel counts they hand each other; a mismatch names both modules."""
+        def differ(a: BEVGrid, b: BEVGrid) -> bool:
+            va = a.x_range + a.y_range + a.cell_size
+            vb = b.x_range + b.y_range + b.cell_size
+            return not all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+                           for x, y in zip(va, vb))
+
         def fail(a: str, b: str, what: str, va, vb):
             raise ValueError(f'MultiTaskBEVFusion: {a} and {b} disagree on the '
                              f'{what}: {va} vs {vb} (configs derive both from '
@@ -167,7 +173,7 @@ class MultiTaskBEVFusion(Base3DDetector):
         if lidar is not None:
             branch_grids['pts_middle_encoder'] = lidar
         names = list(branch_grids)
-        if len(names) == 2 and branch_grids[names[0]] != branch_grids[names[1]]:
+        if len(names) == 2 and differ(branch_grids[names[0]], branch_grids[names[1]]):
             fail(names[0], names[1], 'BEV grid', branch_grids[names[0]],
                  branch_grids[names[1]])
         if self.fuser is not None and self.with_camera and \
@@ -184,7 +190,7 @@ class MultiTaskBEVFusion(Base3DDetector):
             if head.in_channels != self.decoder.out_channels:
                 fail('decoder', f'heads.{task}', 'shared map channels',
                      self.decoder.out_channels, head.in_channels)
-            if shared is not None and self._head_grid(head) != shared:
+            if shared is not None and differ(self._head_grid(head), shared):
                 fail(f'decoder (from {names[0]})', f'heads.{task}', 'shared map grid',
                      shared, self._head_grid(head))
 
