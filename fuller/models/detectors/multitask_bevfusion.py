@@ -217,7 +217,7 @@ class MultiTaskBEVFusion(Base3DDetector):
         feats = feats.unflatten(0, (B, N))  # (B, N, C, fH, fW)
         matrices = (inputs['cam2img'], inputs['lidar2cam'],
                     inputs['img_aug_matrix'], inputs['lidar_aug_matrix'])
-        if getattr(self.view_transform, 'uses_points', False):  # DepthLSS
+        if self.view_transform.uses_points:  # DepthLSS
             return self.view_transform(feats, inputs['points'], *matrices)
         return self.view_transform(feats, *matrices)
 

@@ -72,6 +72,8 @@ class BaseLSSViewTransform(BaseModule):
     is importable and 'torch' otherwise.
     """
 
+    uses_points = False  # True: forward also takes the LiDAR points (DepthLSS)
+
     def __init__(self, *, in_channels: int, out_channels: int,
                  image_size: Sequence[int], feature_size: Sequence[int],
                  dbound: Sequence[float], xbound: Sequence[float],
