@@ -1,4 +1,5 @@
 """Shared pytest fixtures for fuller's tests."""
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -24,6 +25,15 @@ warnings.filterwarnings('ignore', category=UserWarning)
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def load_script(path, name: str):
+    """Import a script that is not a package module (``tools/*.py``) from
+    its file, as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def real_nuscenes_missing() -> str:

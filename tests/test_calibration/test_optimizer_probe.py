@@ -1,20 +1,16 @@
 """tools/analysis/optimizer_probe.py: the comparison and the table on
 hand-made parameter changes (the probe itself trains the tiny model for
 minutes and is run by hand, see its docstring)."""
-import importlib.util
 
 import pytest
 import torch
 
+from tests.conftest import load_script
 from tests.test_calibration.test_calibration_hook import REPO
 
 
 def load_probe():
-    spec = importlib.util.spec_from_file_location(
-        'optimizer_probe', REPO / 'tools' / 'analysis' / 'optimizer_probe.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / 'tools' / 'analysis' / 'optimizer_probe.py', 'optimizer_probe')
 
 
 def fake_run(deltas):

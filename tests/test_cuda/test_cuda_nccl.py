@@ -3,7 +3,6 @@ tests/test_calibration/test_ddp.py (one GPU per rank, float64) against its
 single-process expectation. Needs two GPUs; skipped with the reason
 otherwise.
 """
-import importlib.util
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from fuller.testing import cuda_marks, free_port
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 pytestmark = cuda_marks(min_devices=2)
 WORLD = 2
@@ -20,10 +19,7 @@ WORLD = 2
 
 def _ddp_module():
     path = REPO_ROOT / 'tests' / 'test_calibration' / 'test_ddp.py'
-    spec = importlib.util.spec_from_file_location('fuller_test_ddp', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, 'fuller_test_ddp')
 
 
 def _worker(rank, port, out_dir):

@@ -3,7 +3,6 @@ with their reason (not silently deselected), the benchmarks' camera rig
 projects where pinhole geometry says, the benchmarks run at tiny sizes and
 write JSON, and tools/gpu_check.sh fails clearly without its bundle.
 (Not marked cuda: these run everywhere.)"""
-import importlib.util
 import json
 import math
 import os
@@ -15,16 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 BENCH = REPO_ROOT / 'tools' / 'benchmarks'
 
 
 def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, name)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU case')

@@ -1,6 +1,5 @@
 """tools/create_data.py: the CLI end to end on generated data, and bad
 inputs that must fail with an error naming the file, writing nothing."""
-import importlib.util
 import os
 import os.path as osp
 import pickle
@@ -13,15 +12,13 @@ import numpy as np
 import pytest
 
 from fuller.data_prep.splits import get_split_scenes
+from tests.conftest import load_script
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'create_data.py'
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('create_data_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'create_data_tool')
 
 
 def generate(root, version, num_scenes, keyframes):

@@ -5,7 +5,6 @@ session; every check reads it back through devkit APIs (NuScenes,
 NuScenesMap, DetectionEval, points_in_box, view_points) or the real
 calibration records in ../shared/nuscenes-real.
 """
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -20,9 +19,9 @@ from pyquaternion import Quaternion
 from fuller.data_prep import splits as fsplits
 from fuller.data_prep.synthetic import generate_synthetic_nuscenes
 from fuller.data_prep.synthetic.scene import CLASS_SPECS
+from tests.conftest import SHARED_REAL, load_script
 
 REPO = Path(__file__).resolve().parents[2]
-from tests.conftest import SHARED_REAL
 
 REAL_TABLES = SHARED_REAL / 'tables-sample-a'
 TINY = dict(num_scenes=2, keyframes_per_scene=4, sweeps_per_keyframe=2,
@@ -374,12 +373,7 @@ def test_ground_truth_scores_perfectly(synthetic, tmp_path):
 
 
 def _cli():
-    spec = importlib.util.spec_from_file_location(
-        'create_synthetic_nuscenes',
-        REPO / 'tools' / 'create_synthetic_nuscenes.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / 'tools' / 'create_synthetic_nuscenes.py', 'create_synthetic_nuscenes')
 
 
 def test_same_seed_same_bytes_via_cli(synthetic, tmp_path):

@@ -2,7 +2,6 @@
 exact, the writer metric writes the documented folder, and
 tools/eval_map_predictions.py scores it as BEVMapIoUMetric scores the
 unsaved probabilities."""
-import importlib.util
 import json
 import pickle
 
@@ -15,7 +14,7 @@ from fuller.evaluation import map_predictions as mp
 from fuller.evaluation.metrics import (DEFAULT_THRESHOLDS,
                                        BEVMapIoUMetric,
                                        BEVMapPredictionWriter)
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 # non-square, so a swapped axis fails: Y = 6 rows (y), X = 10 columns (x)
 GRID = dict(x_range=(-5.0, 5.0), y_range=(-3.0, 3.0), cell_size=1.0)
@@ -23,11 +22,7 @@ SHAPE = (len(MAP_CLASSES), 6, 10)
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'eval_map_predictions', REPO_ROOT / 'tools' / 'eval_map_predictions.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / 'tools' / 'eval_map_predictions.py', 'eval_map_predictions')
 
 
 def _hard_probs(rng, shape):

@@ -2,13 +2,12 @@
 nuScenes submission (../shared/nuscenes-real/results) and broken copies of
 it, against the devkit's own loader and README rules."""
 import copy
-import importlib.util
 import json
 
 import pytest
 
 from fuller.evaluation import submission as sub
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 # nuScenes v1.0-mini: the mini_val scenes were recorded in these logs, one
 # scene per log (scene-0103: Boston, scene-0916: Singapore), 40 + 41 samples.
@@ -17,11 +16,7 @@ MINI_VAL_LOGS = ('n008-2018-08-01-15-16-36-0400',
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'validate_submission', REPO_ROOT / 'tools' / 'validate_submission.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / 'tools' / 'validate_submission.py', 'validate_submission')
 
 
 @pytest.fixture(scope='module')

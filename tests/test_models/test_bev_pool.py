@@ -1,12 +1,12 @@
 """bev_pool against a naive loop, hand values, gradcheck; the benchmark's
 cumsum reference against bev_pool."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from fuller.models.view_transforms.bev_pool import bev_pool, flat_cell_index
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,10 +102,7 @@ def test_bad_input_raises(feats, coords, err):
 
 def _load_benchmark():
     path = REPO / 'tools' / 'benchmarks' / 'bench_bev_pool.py'
-    spec = importlib.util.spec_from_file_location('bench_bev_pool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, 'bench_bev_pool')
 
 
 def test_benchmark_reference_matches_naive_and_runs():

@@ -23,15 +23,11 @@ from fuller.utils.checkpoint_loading import (CheckpointShapeMismatchError,
                                              load_checkpoint_partial,
                                              use_partial_loading)
 from mmdet3d.registry import MODELS
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'convert_checkpoint_tool', REPO_ROOT / 'tools' / 'convert_checkpoint.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / 'tools' / 'convert_checkpoint.py', 'convert_checkpoint_tool')
 
 
 convert_checkpoint = _load_tool()

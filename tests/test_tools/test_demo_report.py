@@ -1,5 +1,4 @@
 """tools/analysis/demo_report.py on hand-made metrics, logs and pictures."""
-import importlib.util
 import json
 import re
 
@@ -9,17 +8,14 @@ import pytest
 
 from fuller.visualization.training_curves import (load_scalars,
                                                   task_loss_series)
+from tests.conftest import load_script
 
 DET = 'NuScenes metric/pred_instances_3d_NuScenes/'
 TOKENS = ('a' * 32, 'b' * 32)
 
 
 def _report_module(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'demo_report', repo_root / 'tools' / 'analysis' / 'demo_report.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(repo_root / 'tools' / 'analysis' / 'demo_report.py', 'demo_report')
 
 
 def _png(path, colour):

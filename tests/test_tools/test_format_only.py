@@ -3,7 +3,6 @@ split -> results_nusc.json that the devkit loader accepts and
 tools/validate_submission.py passes, plus map predictions; on val the file
 and the saved maps score as the in-loop metrics; bad input is refused
 before anything is written."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from fuller.utils.config_utils import load_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 TEST_PY = REPO_ROOT / 'tools' / 'test.py'
@@ -30,10 +29,7 @@ def run_tool(*args, expect=0, timeout=1800):
 
 
 def _test_tool():
-    spec = importlib.util.spec_from_file_location('fuller_test_tool', TEST_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TEST_PY, 'fuller_test_tool')
 
 
 def _save_checkpoint(path, classes, note=''):

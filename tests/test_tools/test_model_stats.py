@@ -2,14 +2,13 @@
 are the detector's own submodules that ran in its forward, their times fit
 inside the whole forward, and the CLI writes the same report as JSON."""
 import copy
-import importlib.util
 import json
 
 import pytest
 import torch
 
 from fuller.testing import build_model_from_config
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 TINY = (REPO_ROOT / 'configs' / 'fuller' /
         'fuller_tiny_1xb2-24e_synthetic-nus.py')
@@ -22,11 +21,7 @@ LIDAR_DET_ONLY = dict(img_backbone=None, img_neck=None, view_transform=None,
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location(
-        'model_stats', REPO_ROOT / 'tools' / 'analysis' / 'model_stats.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO_ROOT / 'tools' / 'analysis' / 'model_stats.py', 'model_stats')
 
 
 def submodules_that_ran(model, data, mode):

@@ -7,7 +7,6 @@
 - Submission boxes (global frame, made by mmdet3d's own converter) come back
   to the LiDAR frame; the tool draws the generated and the real frames.
 """
-import importlib.util
 import json
 
 import cv2
@@ -27,6 +26,7 @@ from fuller.visualization import (BOX_EDGES, BoxSet, CameraView,  # noqa: E402
                                   nusc_results_to_lidar)
 from fuller.visualization.sample_figure import (MAP_ALPHA,  # noqa: E402
                                                 MAP_COLOURS)
+from tests.conftest import load_script  # noqa: E402
 
 CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle',
            'bicycle', 'motorcycle', 'pedestrian', 'traffic_cone', 'barrier')
@@ -34,11 +34,7 @@ SYNTH = dict(seed=0, keyframes=4, image_size=(352, 198))  # conftest fixture
 
 
 def _tool(repo_root):
-    spec = importlib.util.spec_from_file_location(
-        'visualize_tool', repo_root / 'tools' / 'analysis' / 'visualize.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(repo_root / 'tools' / 'analysis' / 'visualize.py', 'visualize_tool')
 
 
 # ------------------------------------------------------------ box geometry
