@@ -1,9 +1,8 @@
-"""Scaffolding of the CUDA and multi-process tests: the marks that collect a
-CUDA test everywhere and skip it with the reason, exact float32 on CUDA, and
-a free TCP port for a process group. pytest is imported only when the marks
-are asked for, so tools may import :mod:`fuller.testing` without it.
+"""Scaffolding of the CUDA tests: the marks that collect a CUDA test
+everywhere and skip it with the reason, and exact float32 on CUDA. pytest is
+imported only when the marks are asked for, so tools may import
+:mod:`fuller.testing` without it.
 """
-import socket
 from contextlib import contextmanager
 
 import torch
@@ -41,10 +40,3 @@ def exact_float32():
     finally:
         (torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = old
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]

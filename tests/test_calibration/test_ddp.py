@@ -7,14 +7,12 @@ per-rank calibrated parameter gradients averaged as DDP does.
 """
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fuller.calibration.calibrator import GradientCalibrator
 from fuller.calibration.task_weights import compute_task_weights
-from fuller.testing import free_port
+from fuller.testing import run_ranks
 
 TASKS = ('det', 'seg')
 WORLD = 2
@@ -56,21 +54,16 @@ def rank_data(rank):
                 t=torch.randn(2, 3, 4, 6, generator=gen, dtype=f64))
 
 
-def _worker(rank, port, out_dir):
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=rank, world_size=WORLD)
-    try:
-        model = DistributedDataParallel(Toy().double())
-        losses, _ = model(rank_data(rank))
-        sum(losses.values()).backward()
-        stats = model.module.grad_calibrator.last_stats
-        torch.save(dict(
-            alpha=[stats['task']['alpha'][t] for t in TASKS],
-            scale=[stats['modality']['scale'][m] for m in ('camera', 'lidar')],
-            grads={n: p.grad for n, p in model.module.named_parameters()}),
-            f'{out_dir}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, out_dir):
+    model = DistributedDataParallel(Toy().double())
+    losses, _ = model(rank_data(rank))
+    sum(losses.values()).backward()
+    stats = model.module.grad_calibrator.last_stats
+    torch.save(dict(
+        alpha=[stats['task']['alpha'][t] for t in TASKS],
+        scale=[stats['modality']['scale'][m] for m in ('camera', 'lidar')],
+        grads={n: p.grad for n, p in model.module.named_parameters()}),
+        f'{out_dir}/rank{rank}.pt')
 
 
 def _single_process_expectation():
@@ -112,8 +105,7 @@ def _single_process_expectation():
 
 
 def test_ddp_ranks_apply_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD,
-             join=True)
+    run_ranks(_worker, args=(str(tmp_path), ), world_size=WORLD)
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD)]
     assert results[0]['alpha'] == results[1]['alpha']
     assert results[0]['scale'] == results[1]['scale']

@@ -7,10 +7,9 @@ otherwise.
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from fuller.testing import cuda_marks, free_port
+from fuller.testing import cuda_marks, run_ranks
 from tests.conftest import REPO_ROOT, load_script
 
 pytestmark = cuda_marks(min_devices=2)
@@ -22,33 +21,29 @@ def _ddp_module():
     return load_script(path, 'fuller_test_ddp')
 
 
-def _worker(rank, port, out_dir):
+def _worker(rank, out_dir):
     ddp = _ddp_module()
-    torch.cuda.set_device(rank)
-    dist.init_process_group('nccl', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=rank, world_size=WORLD)
-    try:
-        device = torch.device('cuda', rank)
-        model = DistributedDataParallel(ddp.Toy().double().to(device),
-                                        device_ids=[rank])
-        data = {k: v.to(device) for k, v in ddp.rank_data(rank).items()}
-        losses, _ = model(data)
-        sum(losses.values()).backward()
-        stats = model.module.grad_calibrator.last_stats
-        torch.save(dict(
-            alpha=[float(stats['task']['alpha'][t]) for t in ddp.TASKS],
-            scale=[float(stats['modality']['scale'][m])
-                   for m in ('camera', 'lidar')],
-            grads={n: p.grad.cpu()
-                   for n, p in model.module.named_parameters()}),
-            f'{out_dir}/rank{rank}.pt')
-    finally:
-        dist.destroy_process_group()
+    torch.cuda.set_device(rank)  # before the group: NCCL binds to it
+    dist.init_process_group('nccl', init_method='env://', rank=rank,
+                            world_size=WORLD)
+    device = torch.device('cuda', rank)
+    model = DistributedDataParallel(ddp.Toy().double().to(device),
+                                    device_ids=[rank])
+    data = {k: v.to(device) for k, v in ddp.rank_data(rank).items()}
+    losses, _ = model(data)
+    sum(losses.values()).backward()
+    stats = model.module.grad_calibrator.last_stats
+    torch.save(dict(
+        alpha=[float(stats['task']['alpha'][t]) for t in ddp.TASKS],
+        scale=[float(stats['modality']['scale'][m])
+               for m in ('camera', 'lidar')],
+        grads={n: p.grad.cpu()
+               for n, p in model.module.named_parameters()}),
+        f'{out_dir}/rank{rank}.pt')
 
 
 def test_nccl_ranks_apply_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD,
-             join=True)
+    run_ranks(_worker, args=(str(tmp_path), ), world_size=WORLD, backend=None)
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(WORLD)]
     assert results[0]['alpha'] == results[1]['alpha']
     assert results[0]['scale'] == results[1]['scale']

@@ -2,23 +2,15 @@
 outputs, input gradients, parameter gradients (summed over ranks, as DDP sums before it
 averages) and running statistics. Ranks hold different numbers of rows (unequal voxel counts)."""
 import os
-import socket
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from fuller.engine.sync_bn import CPUSyncBatchNorm, convert_cpu_sync_batchnorm
+from fuller.testing import run_ranks
 
 WORLD = 2
 ROWS = (5, 9)  # BatchNorm1d rows per rank
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _inputs():
@@ -50,28 +42,23 @@ def _run(bn2d, bn1d, x2d, x1d, w2d, w1d):
     return y2d, y1d, x2d.grad, x1d.grad
 
 
-def _worker(rank, port, tmp):
+def _worker(rank, tmp):
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        x2d, x1d = _inputs()
-        layers = nn.ModuleList(_layers())
-        convert_cpu_sync_batchnorm(layers)
-        assert all(isinstance(m, CPUSyncBatchNorm) for m in layers)
-        w2d, w1d = _loss_weights(x2d, x1d)
-        rows2d = slice(2 * rank, 2 * rank + 2)
-        rows1d = slice(sum(ROWS[:rank]), sum(ROWS[:rank + 1]))
-        out = _run(*layers, x2d[rows2d], x1d[rows1d], w2d[rows2d], w1d[rows1d])
-        torch.save(dict(out=out, grads=[p.grad for p in layers.parameters()],
-                        buffers=dict(layers.named_buffers())),
-                   os.path.join(tmp, f'rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
+    x2d, x1d = _inputs()
+    layers = nn.ModuleList(_layers())
+    convert_cpu_sync_batchnorm(layers)
+    assert all(isinstance(m, CPUSyncBatchNorm) for m in layers)
+    w2d, w1d = _loss_weights(x2d, x1d)
+    rows2d = slice(2 * rank, 2 * rank + 2)
+    rows1d = slice(sum(ROWS[:rank]), sum(ROWS[:rank + 1]))
+    out = _run(*layers, x2d[rows2d], x1d[rows1d], w2d[rows2d], w1d[rows1d])
+    torch.save(dict(out=out, grads=[p.grad for p in layers.parameters()],
+                    buffers=dict(layers.named_buffers())),
+               os.path.join(tmp, f'rank{rank}.pth'))
 
 
 def test_two_ranks_match_batchnorm_on_the_whole_batch(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    run_ranks(_worker, args=(str(tmp_path), ), world_size=WORLD)
     ranks = [torch.load(tmp_path / f'rank{r}.pth', weights_only=True) for r in range(WORLD)]
     layers = nn.ModuleList(_layers())
     want = _run(*layers, *_inputs(), *_loss_weights(*_inputs()))

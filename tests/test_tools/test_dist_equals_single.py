@@ -29,25 +29,17 @@ single process's within float tolerance after the last step.
 """
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from fuller.testing import run_ranks
 from tests.conftest import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 WORLD = 2
 STEPS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _config(dataroot=None):
@@ -140,34 +132,29 @@ def _train(model, optim_model, cfg, batch):
     return losses
 
 
-def _worker(rank, port, tmp):
+def _worker(rank, tmp):
+    """One launched rank; ``run_ranks`` has set the launcher's environment."""
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import MODEL_WRAPPERS
 
     from fuller.utils.dist import setup_cpu_distributed
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    try:
-        cfg = _config()
-        cfg.launcher = 'pytorch'
-        cfg.sync_bn = 'torch'
-        assert setup_cpu_distributed(cfg)  # what tools/train.py does on a CPU launch
-        assert cfg.model_wrapper_cfg.type == 'CPUSyncBNDistributedDataParallel'
-        model = _build(cfg, os.path.join(tmp, 'weights.pth'))
-        ddp = MODEL_WRAPPERS.build(cfg.model_wrapper_cfg, default_args=dict(module=model))
-        matching = _MatchingLog('replay', torch.load(os.path.join(tmp, 'matching.pth')), [rank])
-        with open(os.path.join(tmp, 'samples.pkl'), 'rb') as f:
-            samples = pickle.load(f)
-        losses = _train(ddp, ddp, cfg, pseudo_collate([samples[rank]]))
-        torch.save(dict(losses=losses, state=model.state_dict(), calls=matching.calls,
-                        worst_gap=matching.worst_gap, worst_row=matching.worst_row,
-                        sync_bn=sum(type(m).__name__ == 'CPUSyncBatchNorm'
-                                    for m in model.modules())),
-                   os.path.join(tmp, f'rank{rank}.pth'))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    cfg = _config()
+    cfg.launcher = 'pytorch'
+    cfg.sync_bn = 'torch'
+    assert setup_cpu_distributed(cfg)  # what tools/train.py does on a CPU launch
+    assert cfg.model_wrapper_cfg.type == 'CPUSyncBNDistributedDataParallel'
+    model = _build(cfg, os.path.join(tmp, 'weights.pth'))
+    ddp = MODEL_WRAPPERS.build(cfg.model_wrapper_cfg, default_args=dict(module=model))
+    matching = _MatchingLog('replay', torch.load(os.path.join(tmp, 'matching.pth')), [rank])
+    with open(os.path.join(tmp, 'samples.pkl'), 'rb') as f:
+        samples = pickle.load(f)
+    losses = _train(ddp, ddp, cfg, pseudo_collate([samples[rank]]))
+    torch.save(dict(losses=losses, state=model.state_dict(), calls=matching.calls,
+                    worst_gap=matching.worst_gap, worst_row=matching.worst_row,
+                    sync_bn=sum(type(m).__name__ == 'CPUSyncBatchNorm'
+                                for m in model.modules())),
+               os.path.join(tmp, f'rank{rank}.pth'))
 
 
 @pytest.fixture(scope='module')
@@ -215,7 +202,7 @@ def test_two_ranks_equal_one_process(inputs):
     assert replay.worst_gap < 1e-4
     noise = reordered.state_dict()
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp)), nprocs=WORLD, join=True)
+    run_ranks(_worker, args=(str(tmp), ), world_size=WORLD, backend=None, timeout_s=900)
     ranks = [torch.load(tmp / f'rank{r}.pth', weights_only=True) for r in range(WORLD)]
     for rank in ranks:
         assert rank['calls'] == STEPS
