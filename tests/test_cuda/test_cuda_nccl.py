@@ -37,8 +37,7 @@ def _worker(rank, out_dir):
         alpha=[float(stats['task']['alpha'][t]) for t in ddp.TASKS],
         scale=[float(stats['modality']['scale'][m])
                for m in ('camera', 'lidar')],
-        grads={n: p.grad.cpu()
-               for n, p in model.module.named_parameters()}),
+        grads={n: p.grad.cpu() for n, p in model.module.named_parameters()}),
         f'{out_dir}/rank{rank}.pt')
 
 
