@@ -19,7 +19,8 @@ def fake_run(deltas):
     return dict(delta=groups, norm_total={g: float(d.norm())
                                           for g, d in groups.items()},
                 mean_step={g: 0.5 for g in groups}, seconds=1.0,
-                mean_factors=dict(alpha_det=None, scale_camera=2.0))
+                mean_factors=dict(alpha_det=None, scale_camera=2.0),
+                median_grad_norm=40.0, clipped_steps=2)
 
 
 def test_compare_against_references_by_hand():
@@ -43,15 +44,18 @@ def test_compare_against_references_by_hand():
     assert out['task_summag']['groups']['camera']['rel_change'] == 0.0
 
     probe.GROUP_PREFIXES = dict(camera=(), lidar=())  # the table's columns
-    report = dict(steps=3, results=dict(adamw=dict(
+    report = dict(steps=3, clip_max_norm=35.0, results=dict(adamw=dict(
         comparison={'modality': out['modality']},
         runs={k: {n: r[n] for n in ('norm_total', 'mean_step',
-                                    'mean_factors', 'seconds')}
+                                    'mean_factors', 'median_grad_norm',
+                                    'clipped_steps', 'seconds')}
               for k, r in runs.items()})))
     text = probe.markdown(report)
     assert '| adamw | modality [off] | 100.0 % (x2.00) | 100.0 % (x1.41) |' \
         in text
-    assert '| adamw | off | 0.5 | 0.5 | - | 2 |' in text
+    assert '| adamw | off | 0.5 | 0.5 | - | 2 | 40 | 2/3 |' in text
+    assert 'after 3 steps (x |dW| / |dW_ref|); gradient clipping at ' \
+        'max_norm 35.' in text
 
 
 def test_unknown_variant_is_named():

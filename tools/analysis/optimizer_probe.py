@@ -47,7 +47,9 @@ Writes ``optimizer_probe.json`` and ``optimizer_probe.md`` (atomically).
 import argparse
 import copy
 import json
+import math
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -121,8 +123,10 @@ def _flat(params) -> torch.Tensor:
 
 def run_variant(model, init_state: dict, batches: List[dict], groups: dict,
                 optim_name: str, lr: float, variant: str, steps: int,
-                seed: int) -> dict:
-    """Train ``steps`` steps; -> total dW per group and per-step stats."""
+                seed: int, clip_max_norm: float = CLIP_MAX_NORM) -> dict:
+    """Train ``steps`` steps; -> total dW per group and per-step stats.
+
+    ``clip_max_norm`` <= 0 trains without gradient clipping."""
     settings, _ = VARIANTS[variant]
     model.load_state_dict(init_state)
     cal = model.grad_calibrator
@@ -141,6 +145,7 @@ def run_variant(model, init_state: dict, batches: List[dict], groups: dict,
     start = {g: _flat(ps) for g, ps in groups.items()}
     step_norms = {g: [] for g in groups}
     factors = dict(alpha_det=[], scale_camera=[])
+    grad_norms = []  # total gradient norm of each step, before clipping
     tic = time.perf_counter()
     try:
         for it in range(steps):
@@ -151,7 +156,8 @@ def run_variant(model, init_state: dict, batches: List[dict], groups: dict,
             loss = loss * settings.get('loss_scale', 1.0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, CLIP_MAX_NORM)
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(
+                params, clip_max_norm if clip_max_norm > 0 else math.inf)))
             optimizer.step()
             for g, ps in groups.items():
                 step_norms[g].append(float((_flat(ps) - before[g]).norm()))
@@ -168,6 +174,8 @@ def run_variant(model, init_state: dict, batches: List[dict], groups: dict,
         delta=delta, seconds=time.perf_counter() - tic,
         norm_total={g: float(d.norm()) for g, d in delta.items()},
         mean_step={g: sum(v) / len(v) for g, v in step_norms.items()},
+        median_grad_norm=statistics.median(grad_norms),
+        clipped_steps=sum(n > clip_max_norm > 0 for n in grad_norms),
         mean_factors={k: (sum(v) / len(v) if v and None not in v else None)
                       for k, v in factors.items()})
 
@@ -199,18 +207,24 @@ def markdown(report: dict) -> str:
                      for g in groups]
             lines.append(f"| {optim} | {variant} [{cmp['reference']}] | " +
                          ' | '.join(cells) + ' |')
+    clip = report['clip_max_norm']
     lines += ['', 'Cells: |dW - dW_ref| / |dW_ref| of the total update after '
-              f"{report['steps']} steps (x |dW| / |dW_ref|).", '',
+              f"{report['steps']} steps (x |dW| / |dW_ref|); gradient "
+              'clipping ' + (f'at max_norm {clip:g}' if clip > 0 else 'off') +
+              '.', '',
               '| optimiser | variant | ' + ' | '.join(
                   f'mean step {g}' for g in groups) +
-              ' | alpha_det | camera factor |',
-              '|---|---|' + '---|' * (len(groups) + 2)]
+              ' | alpha_det | camera factor | median grad norm | clipped '
+              'steps |',
+              '|---|---|' + '---|' * (len(groups) + 4)]
     for optim, res in report['results'].items():
         for variant, run in res['runs'].items():
             fac = run['mean_factors']
             cells = [f"{run['mean_step'][g]:.3g}" for g in groups]
             cells += ['-' if fac[k] is None else f'{fac[k]:.3g}'
                       for k in ('alpha_det', 'scale_camera')]
+            cells += [f"{run['median_grad_norm']:.3g}",
+                      f"{run['clipped_steps']}/{report['steps']}"]
             lines.append(f'| {optim} | {variant} | ' + ' | '.join(cells) +
                          ' |')
     return '\n'.join(lines) + '\n'
@@ -219,8 +233,8 @@ def markdown(report: dict) -> str:
 def probe(steps: int = 12, num_batches: int = 4,
           optimizers: Optional[List[str]] = None,
           variants: Optional[List[str]] = None, seed: int = 0,
-          device: str = 'cpu', lrs: Optional[Dict[str, float]] = None
-          ) -> dict:
+          device: str = 'cpu', lrs: Optional[Dict[str, float]] = None,
+          clip_max_norm: float = CLIP_MAX_NORM) -> dict:
     """Run the probe; -> the report (json-able)."""
     optimizers = optimizers or ['adamw', 'sgd']
     variants = variants or list(VARIANTS)
@@ -242,7 +256,7 @@ def probe(steps: int = 12, num_batches: int = 4,
     groups = group_parameters(model, GROUP_PREFIXES)
     report = dict(steps=steps, num_batches=num_batches, seed=seed,
                   device=device, lr=lrs, weight_decay=WEIGHT_DECAY,
-                  clip_max_norm=CLIP_MAX_NORM, machine=platform.platform(),
+                  clip_max_norm=clip_max_norm, machine=platform.platform(),
                   torch=torch.__version__,
                   threads=torch.get_num_threads(), results={})
     for optim in optimizers:
@@ -250,7 +264,7 @@ def probe(steps: int = 12, num_batches: int = 4,
         for variant in order:
             runs[variant] = run_variant(model, init_state, batches, groups,
                                         optim, lrs[optim], variant, steps,
-                                        seed)
+                                        seed, clip_max_norm)
             print(f'[probe] {optim} {variant}: '
                   f"{runs[variant]['seconds']:.1f} s", flush=True)
         comparison = compare(runs)
@@ -258,7 +272,8 @@ def probe(steps: int = 12, num_batches: int = 4,
             comparison={v: comparison[v] for v in variants
                         if v in comparison},
             runs={v: {k: r[k] for k in ('norm_total', 'mean_step',
-                                        'mean_factors', 'seconds')}
+                                        'mean_factors', 'median_grad_norm',
+                                        'clipped_steps', 'seconds')}
                   for v, r in runs.items()})
     return report
 
@@ -274,6 +289,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         choices=list(VARIANTS))
     parser.add_argument('--adamw-lr', type=float, default=DEFAULT_LR['adamw'])
     parser.add_argument('--sgd-lr', type=float, default=DEFAULT_LR['sgd'])
+    parser.add_argument('--clip-max-norm', type=float, default=CLIP_MAX_NORM,
+                        help='gradient clipping as the configs (35); 0: off')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', default='cpu')
     args = parser.parse_args(argv)
@@ -281,7 +298,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         parser.error('--steps and --num-batches must be >= 1')
     report = probe(args.steps, args.num_batches, args.optimizers,
                    args.variants, args.seed, args.device,
-                   dict(adamw=args.adamw_lr, sgd=args.sgd_lr))
+                   dict(adamw=args.adamw_lr, sgd=args.sgd_lr),
+                   args.clip_max_norm)
     out = Path(args.out_dir)
     with atomic_open(str(out / 'optimizer_probe.json')) as f:
         json.dump(report, f, indent=2)
