@@ -48,6 +48,10 @@ def _rank_main(rank: int, worker: Callable, world_size: int, port: int,
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
                       RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size))
+    if 'lo' in (name for _, name in socket.if_nameindex()):
+        # gloo's peers connect to the address the host name resolves to,
+        # which a sandbox may not route; all ranks are on this machine
+        os.environ.setdefault('GLOO_SOCKET_IFNAME', 'lo')
     try:
         if backend is not None:
             dist.init_process_group(
