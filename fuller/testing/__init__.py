@@ -9,6 +9,5 @@ from .multiprocess import RanksFailed, run_ranks
 __all__ = [
     'make_multitask_sample', 'make_multitask_data', 'make_multitask_batch',
     'model_sample_kwargs', 'build_model_from_config', 'quiet_init_weights',
-    'cuda_marks', 'exact_float32', 'run_ranks',
-    'RanksFailed'
+    'cuda_marks', 'exact_float32', 'run_ranks', 'RanksFailed'
 ]
