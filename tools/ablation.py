@@ -44,8 +44,10 @@ from typing import Dict, List, Optional, Tuple
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fuller.evaluation.ablation import (plot, render_markdown,  # noqa: E402
-                                        summarize)
+from fuller.evaluation.ablation import (MARGIN, plot,  # noqa: E402
+                                        render_report, summarize)
+from fuller.evaluation.study_charts import (pareto_chart,  # noqa: E402
+                                            penalty_chart)
 from fuller.utils.io import atomic_open  # noqa: E402
 
 BASELINE = 'naive'
@@ -73,6 +75,10 @@ STUDIES: Dict[str, Dict[str, Tuple[str, List[str]]]] = {
         'mgda-ub': (_TINY.format('fuller', 'fuller_tiny-mgda'), []),
         'pcgrad': (_TINY.format('fuller', 'fuller_tiny-pcgrad'), []),
     },
+    # The multi-task study (docs/study-v3): each setting's single-task
+    # models, the plain sum, FULLER with the sum's length (and as published)
+    # and the static map-loss weights of the scalarization front.
+    'multitask': {},
     'full': {
         'det-only': (_FULL_BASE.format('det'), []),
         'seg-only': (_FULL_BASE.format('seg'), []),
@@ -90,6 +96,55 @@ STUDIES: Dict[str, Dict[str, Tuple[str, List[str]]]] = {
     },
 }
 
+_STUDY = 'configs/study/{}_1xb2-24e_synthetic-nus.py'
+# setting -> (suffix of its variant names, {role: (config, options)}); the
+# roles det-only / seg-only are the single-task references of the setting's
+# multi-task penalty.
+SEG_WEIGHTS = (3, 10, 30)
+SCHEDULE_12E = ['train_cfg.max_epochs=12', 'train_cfg.val_begin=13',
+                'param_scheduler.1.T_max=12', 'param_scheduler.1.end=12']
+
+
+def _static_front(config: str) -> Dict[str, Tuple[str, List[str]]]:
+    return {f'naive-seg{w}': (config, [f'model.loss_weights.seg={float(w)}'])
+            for w in SEG_WEIGHTS}
+
+
+SETTINGS: Dict[str, Tuple[str, Dict[str, Tuple[str, List[str]]]]] = {
+    'w64': ('', dict(
+        STUDIES['tiny'], **_static_front(STUDIES['tiny']['naive'][0]))),
+    'taskdec': ('-taskdec', {
+        'naive': (_STUDY.format('bevfusion_tiny-taskdec'), []),
+        'fuller-summag': (_STUDY.format('fuller_tiny-summag-taskdec'), [])}),
+    'e12': ('-e12', {k: (c, SCHEDULE_12E) for k, (c, _) in STUDIES['tiny'].items()
+                     if k in ('det-only', 'seg-only', 'naive', 'fuller-summag')}),
+}
+for _w in (128, 256):
+    _naive = _STUDY.format(f'bevfusion_tiny-w{_w}')
+    SETTINGS[f'w{_w}'] = (f'-w{_w}', dict({
+        'det-only': (_STUDY.format(f'bevfusion_tiny-w{_w}-det'), []),
+        'seg-only': (_STUDY.format(f'bevfusion_tiny-w{_w}-seg'), []),
+        'naive': (_naive, []),
+        'fuller-summag': (_STUDY.format(f'fuller_tiny-w{_w}-summag'), [])},
+        **_static_front(_naive)))
+for _setting, (_suffix, _roles) in SETTINGS.items():
+    for _role, _spec in _roles.items():
+        STUDIES['multitask'][_role + _suffix] = _spec
+
+
+def penalty_settings(variants) -> Dict[str, Dict]:
+    """{setting: {det_only, seg_only, multitask}} for the multitask study's
+    penalty tables; per-task decoders are judged against the shared-decoder
+    single-task models (one task alone has nothing to share)."""
+    out = {}
+    for setting, (suffix, roles) in SETTINGS.items():
+        ref = '' if setting == 'taskdec' else suffix
+        mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
+        out[setting] = dict(det_only='det-only' + ref,
+                            seg_only='seg-only' + ref,
+                            multitask=[v for v in mt if v in variants])
+    return out
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -103,7 +158,8 @@ def parse_args(argv=None):
     p.add_argument('--variant', action='append', default=[],
                    metavar='NAME=CONFIG', help='add a variant (repeatable)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--work-dir', required=True)
+    p.add_argument('--work-dir', help='where the runs live (required '
+                   'unless --from-json)')
     p.add_argument('--data-root', help='passed to train.py / test.py')
     p.add_argument('--epochs', type=int,
                    help='training epochs of every run (overrides the config '
@@ -121,7 +177,24 @@ def parse_args(argv=None):
                    f'(default {BASELINE!r}, the plain summed loss)')
     p.add_argument('--out-name', default='results',
                    help='basename of the .md/.json/.png outputs')
-    return p.parse_args(argv)
+    p.add_argument('--margin', type=float, default=MARGIN,
+                   help='equivalence margin of the verdicts (absolute, every '
+                   f'metric; default {MARGIN})')
+    p.add_argument('--record-dir',
+                   help='also keep each finished run\'s metrics and metadata '
+                   'as <record-dir>/<variant>/seed<S>.json (small, committed '
+                   'with the study): a run recorded there is not trained '
+                   'again, and the report reads it when the work dir lacks it')
+    p.add_argument('--data-command',
+                   help='the command that generated the dataset, recorded in '
+                   'each run\'s metadata')
+    p.add_argument('--from-json', metavar='RESULTS_JSON',
+                   help='re-render RESULTS_JSON\'s .md (and summary, charts) '
+                   'from its per-seed metrics; trains nothing')
+    args = p.parse_args(argv)
+    if not args.work_dir and not args.from_json:
+        p.error('--work-dir is required (unless --from-json)')
+    return args
 
 
 def select_variants(args) -> Tuple[Dict, Dict]:
@@ -149,23 +222,92 @@ def select_variants(args) -> Tuple[Dict, Dict]:
 
 
 def schedule_options(epochs: Optional[int]) -> List[str]:
+    """The schedule of ``epochs`` epochs; the run is evaluated once, by
+    tools/test.py, after training (val_begin past the last epoch)."""
     if epochs is None:
         return []
-    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+    return [f'train_cfg.max_epochs={epochs}', f'train_cfg.val_begin={epochs + 1}',
             f'param_scheduler.1.T_max={epochs}',
             f'param_scheduler.1.end={epochs}']
 
 
 def git_commit() -> str:
+    """HEAD of the tree the runs use, '-dirty' when anything tracked or
+    untracked-but-not-ignored differs from it (anywhere in the tree)."""
     try:
         out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT,
                              capture_output=True, text=True, check=True)
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--', 'fuller',
-                                'configs', 'tools'], cwd=ROOT,
+        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'
+
+
+def machine() -> Dict[str, str]:
+    """CPU model and flags (runs on different CPUs differ beyond the last
+    bits, so a seed's variants are only paired on one machine), host."""
+    info = dict(host=platform.node(), machine=platform.machine(),
+                cpu_model='unknown', cpu_flags='')
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if key == 'model name' and info['cpu_model'] == 'unknown':
+                    info['cpu_model'] = value.strip()
+                elif key == 'flags' and not info['cpu_flags']:
+                    info['cpu_flags'] = value.strip()
+    except OSError:
+        pass
+    import torch
+    info['torch'] = torch.__version__
+    info['threads'] = os.environ.get('OMP_NUM_THREADS', 'unset')
+    return info
+
+
+def machine_id(info: Dict[str, str]) -> str:
+    """What must match for two runs to pair: CPU model, flags hash, torch."""
+    import hashlib
+    flags = hashlib.sha1(info['cpu_flags'].encode()).hexdigest()[:8]
+    return f"{info['cpu_model']} (flags {flags}, torch {info['torch']})"
+
+
+def dataset_info(data_root: Optional[str], command: Optional[str]) -> Dict:
+    """Version folder(s), train/val sample counts of the infos and the
+    generator command of the data root."""
+    info: Dict = dict(root=data_root, command=command)
+    if not data_root or not osp.isdir(data_root):
+        return info
+    import pickle
+    info['versions'] = sorted(d for d in os.listdir(data_root)
+                              if d.startswith('v1.0'))
+    for split in ('train', 'val'):
+        path = osp.join(data_root, f'nuscenes_infos_{split}.pkl')
+        if osp.isfile(path):
+            with open(path, 'rb') as f:
+                info[f'{split}_samples'] = len(pickle.load(f)['data_list'])
+    return info
+
+
+def check_pin(args) -> None:
+    """Every run of a work dir comes from one commit on one machine: the
+    first runner writes ``study_pin.json``; a runner that differs stops."""
+    path = osp.join(args.work_dir, 'study_pin.json')
+    here = dict(commit=git_commit(), machine=machine_id(machine()))
+    if osp.isfile(path):
+        with open(path) as f:
+            pinned = json.load(f)
+        diff = [f'{k}: pinned {pinned.get(k)!r}, here {v!r}'
+                for k, v in here.items() if pinned.get(k) != v]
+        if diff:
+            raise SystemExit(f'ablation: {path} pins the study to another '
+                             'commit or machine (runs would not pair): ' +
+                             '; '.join(diff) + '. Use another --work-dir.')
+        return
+    os.makedirs(args.work_dir, exist_ok=True)
+    with atomic_open(path) as f:
+        json.dump(here, f, indent=1)
 
 
 def _tool_cmd(args, tool: str, positional: List[str]) -> List[str]:
@@ -179,8 +321,14 @@ def _run(cmd: List[str], log_path: str) -> None:
     with open(log_path, 'a') as log:
         log.write(f'\n$ {" ".join(cmd)}\n')
         log.flush()
+        # the fuller package of this tree, not the one pip installed in
+        # editable mode from another checkout (a pinned worktree's runs must
+        # run the worktree's code)
+        path = os.environ.get('PYTHONPATH')
+        env = dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + path
+                                                   if path else ''))
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f'ablation: command failed ({proc.returncode}), '
                            f'see {log_path}: {" ".join(cmd)}')
@@ -232,6 +380,8 @@ def run_one(args, name: str, config: str, options: List[str], seed: int
     metrics = osp.join(run_dir, 'metrics.json')
     if osp.isfile(metrics):
         return metrics
+    if args.record_dir and osp.isfile(_record_path(args, name, seed)):
+        return _record_path(args, name, seed)
     os.makedirs(run_dir, exist_ok=True)
     if not claim(run_dir):
         print(f'[ablation] {name} seed {seed}: held by another runner',
@@ -250,6 +400,7 @@ def _train_and_test(args, name, config, options, seed, run_dir, metrics):
             options + list(args.cfg_options))
     data = ['--data-root', args.data_root] if args.data_root else []
     start = time.time()
+    commit_at_start = git_commit()
     train = _tool_cmd(args, 'train', [config]) + [
         '--work-dir', run_dir] + data + ['--cfg-options'] + opts
     if last_checkpoint(run_dir):
@@ -265,13 +416,28 @@ def _train_and_test(args, name, config, options, seed, run_dir, metrics):
             '--cfg-options'] + opts
     print(f'[ablation] {name} seed {seed}: testing', flush=True)
     _run(test, log)
+    mach = machine()
     meta = dict(variant=name, seed=seed, config=config, cfg_options=opts,
-                checkpoint=ckpt, commit=git_commit(),
+                checkpoint=ckpt, commit=commit_at_start,
+                commit_at_end=git_commit(),
                 wall_s=round(time.time() - start, 1), host=platform.node(),
-                cpus=os.cpu_count(), gpus=args.gpus)
+                cpus=os.cpu_count(), gpus=args.gpus, machine=mach,
+                machine_id=machine_id(mach),
+                dataset=dataset_info(args.data_root, args.data_command))
     with atomic_open(osp.join(run_dir, 'run.json')) as f:
         json.dump(meta, f, indent=1)
+    if args.record_dir:
+        with open(metrics) as f:
+            record = dict(metrics=json.load(f), meta=meta)
+        path = _record_path(args, name, seed)
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with atomic_open(path) as f:
+            json.dump(record, f, indent=1)
     return metrics
+
+
+def _record_path(args, name: str, seed: int) -> str:
+    return osp.join(args.record_dir, name, f'seed{seed}.json')
 
 
 def collect(args, variants) -> Tuple[Dict, Dict]:
@@ -282,6 +448,13 @@ def collect(args, variants) -> Tuple[Dict, Dict]:
             run_dir = osp.join(args.work_dir, name, f'seed{seed}')
             path = osp.join(run_dir, 'metrics.json')
             if not osp.isfile(path):
+                record = (_record_path(args, name, seed) if args.record_dir
+                          else None)
+                if record and osp.isfile(record):
+                    with open(record) as f:
+                        data = json.load(f)
+                    runs.setdefault(name, {})[seed] = data['metrics']
+                    metas.setdefault(name, {})[seed] = data['meta']
                 continue
             with open(path) as f:
                 runs.setdefault(name, {})[seed] = json.load(f)
@@ -297,35 +470,60 @@ def write_report(args, variants, argv) -> Optional[str]:
     if args.baseline not in runs:
         print(f'[ablation] no finished {args.baseline!r} run yet: no report')
         return None
-    summary = summarize(runs, args.baseline)
-    base = osp.join(args.work_dir, args.out_name)
-    table = render_markdown(summary, args.baseline)
     command = 'python tools/ablation.py ' + ' '.join(argv)
     commits = sorted({m.get('commit', '?') for v in metas.values()
                       for m in v.values()})
-    text = (f'# Ablation study `{args.study}`\n\nCommand: `{command}`\n\n'
-            f'Commit(s) of the runs: {", ".join(commits) or "unknown"}\n\n'
-            f'Seeds: {args.seeds}. Mean ± seed spread (sample std over seeds).'
-            f'\n\n{table}\n![chart]({osp.basename(base)}.png)\n')
+    machines = sorted({m['machine_id'] for v in metas.values()
+                       for m in v.values() if 'machine_id' in m})
+    data = dict(study=args.study, command=command, commits=commits,
+                machines=machines, seeds=args.seeds, baseline=args.baseline,
+                margin=args.margin,
+                variants={k: dict(config=c, cfg_options=o)
+                          for k, (c, o) in variants.items() if k in runs},
+                runs=runs, run_meta=metas)
+    if args.study == 'multitask':
+        data['penalty_settings'] = penalty_settings(runs)
+    return write_outputs(data, osp.join(args.work_dir, args.out_name))
+
+
+def write_outputs(data: Dict, base: str) -> str:
+    """``base``.md / .json / .png (+ the Pareto and penalty charts of a
+    study with penalty settings) from ``data`` (the JSON's content)."""
+    runs = {v: {int(s): m for s, m in by_seed.items()}
+            for v, by_seed in data['runs'].items()}
+    data = dict(data, chart=osp.basename(base) + '.png')
+    data['summary'] = summarize(runs, data['baseline'],
+                                margin=data.get('margin', MARGIN))
+    text = render_report(data)
+    if data.get('penalty_settings'):
+        margin = data.get('margin', MARGIN)
+        pareto_chart(runs, data['penalty_settings'], base + '_pareto.png')
+        penalty_chart(runs, data['penalty_settings'], base + '_penalty.png',
+                      margin)
     with atomic_open(base + '.md') as f:
         f.write(text)
     with atomic_open(base + '.json') as f:
-        json.dump(dict(study=args.study, command=command, commits=commits,
-                       seeds=args.seeds, baseline=args.baseline,
-                       variants={k: dict(config=c, cfg_options=o)
-                                 for k, (c, o) in variants.items()},
-                       summary=summary, runs=runs, run_meta=metas), f,
-                  indent=1, sort_keys=False)
-    plot(summary, base + '.png')
+        json.dump(data, f, indent=1, sort_keys=False)
+    plot(data['summary'], base + '.png')
     print(text)
     return base + '.md'
+
+
+def rerender(path: str) -> str:
+    """Re-render a results JSON's Markdown, summary and charts in place."""
+    with open(path) as f:
+        data = json.load(f)
+    return write_outputs(data, osp.splitext(path)[0])
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.from_json:
+        return rerender(args.from_json)
     to_run, study = select_variants(args)
     if not args.report_only:
+        check_pin(args)
         # seed-major order: every variant gets seed 0 before any gets seed 1,
         # so a study cut short still has paired runs to compare.
         for seed in args.seeds:

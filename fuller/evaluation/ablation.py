@@ -1,5 +1,5 @@
 """Aggregation of an ablation study: variants x seeds -> mean, seed spread and
-paired differences to a baseline variant.
+paired differences with 95 % t-intervals, and the multi-task penalty.
 
 Input: ``runs[variant][seed] = metrics`` where ``metrics`` is the flat dict
 ``tools/test.py --out-metrics`` writes (devkit detection keys under
@@ -9,18 +9,21 @@ A single-task variant simply lacks the other task's keys.
 Definitions (each number below is over the seeds a variant has finished):
 
 * mean, and ``std``: the sample standard deviation (ddof=1) over seeds: the
-  *seed spread* of one setting (same data, schedule and budget; only the
-  seed, i.e. initialisation and data order, changes);
-* paired difference to the baseline: ``variant[s] - baseline[s]`` for every
-  seed ``s`` both have (same seed = same initialisation and data order), its
-  mean and its standard deviation;
-* ``spread`` of a comparison: the larger seed spread of the two settings;
-* verdict: 'better' if the mean paired difference exceeds ``spread``,
-  'worse' if it is below ``-spread``, otherwise 'no difference' (also when
-  fewer than two paired seeds exist, because no spread can be measured).
+  *seed spread* of one setting;
+* paired difference of variant A to variant B: ``A[s] - B[s]`` for every
+  seed ``s`` both have (same seed = same initialisation, data order and
+  augmentation draws). Its mean ``d``, standard deviation ``sd`` (ddof=1)
+  and the 95 % t-interval ``d ± t(0.975, n - 1) * sd / sqrt(n)``;
+* verdict from the interval [low, high] (every metric here is higher-is-
+  better): 'better' if low > 0, 'worse' if high < 0, 'equivalent' if the
+  whole interval lies inside (-margin, +margin) (the stated equivalence
+  margin), otherwise 'unresolved' (also with fewer than 2 pairs);
+* multi-task penalty of a multi-task variant: its paired difference to the
+  single-task model of each task (mAP and NDS against the detection-only
+  variant, mIoU@0.5 and mIoU@max against the map-only variant).
 """
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +35,12 @@ HEADLINE = (('mAP', DET_PREFIX + 'mAP'), ('NDS', DET_PREFIX + 'NDS'),
             ('mIoU@0.5', 'map/mIoU@0.5'), ('mIoU@max', 'map/mIoU@max'))
 PER_CLASS = tuple((f'IoU@max {c}', f'map/{c}/IoU@max') for c in MAP_CLASSES)
 METRICS = HEADLINE + PER_CLASS
+DET_LABELS = ('mAP', 'NDS')
+SEG_LABELS = ('mIoU@0.5', 'mIoU@max')
+CONFIDENCE = 0.95
+# Equivalence margin (absolute, every metric): a difference whose whole 95 %
+# interval lies inside (-MARGIN, +MARGIN) is called 'equivalent'.
+MARGIN = 0.01
 
 Runs = Mapping[str, Mapping[int, Mapping[str, float]]]
 
@@ -44,22 +53,64 @@ def _stats(values: Sequence[float]) -> Dict:
                 values=[float(v) for v in arr])
 
 
-def verdict(mean_diff: float, spread: float, n_pairs: int) -> str:
-    """'better' / 'worse' / 'no difference' (see the module docstring)."""
-    if n_pairs < 2 or not math.isfinite(spread) or \
-            not math.isfinite(mean_diff):
-        return 'no difference'
-    if mean_diff > spread:
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy.stats import t
+    return float(t.ppf(p, df))
+
+
+def paired_interval(diffs: Sequence[float],
+                    confidence: float = CONFIDENCE) -> Dict:
+    """Mean of paired differences with its two-sided t-interval:
+    {n, mean, sd, se, half, low, high} (sd, se, half, low, high are nan for
+    fewer than two differences)."""
+    s = _stats(diffs)
+    n, mean, sd = s['n'], s['mean'], s['std']
+    if n < 2:
+        return dict(n=n, mean=mean, sd=math.nan, se=math.nan, half=math.nan,
+                    low=math.nan, high=math.nan)
+    se = sd / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2, n - 1) * se
+    return dict(n=n, mean=mean, sd=sd, se=se, half=half, low=mean - half,
+                high=mean + half)
+
+
+def verdict(low: float, high: float, margin: float = MARGIN) -> str:
+    """'better' / 'worse' / 'equivalent' / 'unresolved' from an interval
+    (see the module docstring)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return 'unresolved'
+    if low > 0:
         return 'better'
-    if mean_diff < -spread:
+    if high < 0:
         return 'worse'
-    return 'no difference'
+    if -margin < low and high < margin:
+        return 'equivalent'
+    return 'unresolved'
 
 
-def summarize(runs: Runs, baseline: str,
-              metrics: Sequence = METRICS) -> Dict:
-    """Per variant and metric: seed statistics and the paired comparison
-    with ``baseline``. Metrics a variant does not report are left out."""
+def compare(a: Mapping[int, Mapping[str, float]],
+            b: Mapping[int, Mapping[str, float]], key: str,
+            margin: float = MARGIN,
+            confidence: float = CONFIDENCE) -> Optional[Dict]:
+    """Paired comparison A - B of metric ``key`` over the seeds both have
+    (None when there is none): the interval of :func:`paired_interval`
+    plus ``seeds``, ``diffs`` and ``verdict``."""
+    seeds = sorted(s for s in a if key in a[s] and key in b.get(s, {}))
+    if not seeds:
+        return None
+    diffs = [float(a[s][key]) - float(b[s][key]) for s in seeds]
+    out = paired_interval(diffs, confidence)
+    out.update(seeds=seeds, diffs=diffs,
+               verdict=verdict(out['low'], out['high'], margin))
+    return out
+
+
+def summarize(runs: Runs, baseline: str, metrics: Sequence = METRICS,
+              margin: float = MARGIN) -> Dict:
+    """Per variant and metric: seed statistics and, for every variant but
+    the baseline, the paired comparison with ``baseline`` (``paired``).
+    Metrics a variant does not report are left out."""
     if baseline not in runs:
         raise KeyError(f'baseline variant {baseline!r} has no runs; '
                        f'variants: {sorted(runs)}')
@@ -72,21 +123,31 @@ def summarize(runs: Runs, baseline: str,
                 continue
             entry = _stats([by_seed[s][key] for s in seeds])
             entry['seeds'] = seeds
-            base = runs[baseline]
-            paired = [s for s in seeds if key in base.get(s, {})]
-            if variant != baseline and paired:
-                diffs = [by_seed[s][key] - base[s][key] for s in paired]
-                d = _stats(diffs)
-                base_std = _stats([base[s][key] for s in sorted(base)
-                                   if key in base[s]])['std']
-                spread = max(entry['std'], base_std) if \
-                    math.isfinite(entry['std']) and math.isfinite(base_std) \
-                    else math.nan
-                entry['paired'] = dict(
-                    seeds=paired, diffs=d['values'], mean=d['mean'],
-                    std=d['std'], spread=spread,
-                    verdict=verdict(d['mean'], spread, len(paired)))
+            if variant != baseline:
+                paired = compare(by_seed, runs[baseline], key, margin)
+                if paired is not None:
+                    entry['paired'] = paired
             out[variant][label] = entry
+    return out
+
+
+def penalty(runs: Runs, det_only: str, seg_only: str,
+            multitask: Sequence[str], margin: float = MARGIN) -> Dict:
+    """{variant: {label: paired comparison}}: each multi-task variant minus
+    the single-task model of the task the metric measures (module doc)."""
+    keys = dict(HEADLINE)
+    out: Dict = {}
+    for variant in multitask:
+        if variant not in runs:
+            continue
+        out[variant] = {}
+        for labels, ref in ((DET_LABELS, det_only), (SEG_LABELS, seg_only)):
+            if ref not in runs:
+                continue
+            for label in labels:
+                c = compare(runs[variant], runs[ref], keys[label], margin)
+                if c is not None:
+                    out[variant][label] = dict(c, reference=ref)
     return out
 
 
@@ -94,9 +155,28 @@ def _fmt(x: Optional[float], digits: int = 3) -> str:
     return '-' if x is None or not math.isfinite(x) else f'{x:.{digits}f}'
 
 
+def fmt_interval(c: Dict) -> str:
+    """'+0.012 [-0.003, +0.027] (n=5) better' for a paired comparison."""
+    if not math.isfinite(c['low']):
+        return f"{c['mean']:+.3f} (n={c['n']}) {c['verdict']}"
+    return (f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] "
+            f"(n={c['n']}) {c['verdict']}")
+
+
+def _rule(margin: float, confidence: float = CONFIDENCE) -> str:
+    return (f'Paired differences: mean over seeds of (variant - reference) '
+            f'for the same seed (same initialisation, data order and '
+            f'augmentation draws), with its {confidence:.0%} t-interval '
+            f'(sd of the differences / sqrt(n), n - 1 degrees of freedom). '
+            f'Verdict from the interval: better (above 0), worse (below 0), '
+            f'equivalent (inside ±{margin}), otherwise unresolved.')
+
+
 def render_markdown(summary: Dict, baseline: str,
-                    metrics: Sequence = METRICS) -> str:
-    """Two tables: mean ± seed spread per variant, and paired differences."""
+                    metrics: Sequence = METRICS,
+                    margin: float = MARGIN) -> str:
+    """Two tables: mean ± seed spread per variant, and paired differences
+    to ``baseline`` with their intervals and verdicts."""
     variants = list(summary)
     labels = [label for label, _ in metrics
               if any(label in summary[v] for v in variants)]
@@ -110,21 +190,72 @@ def render_markdown(summary: Dict, baseline: str,
             cells.append('-' if e is None else
                          f"{_fmt(e['mean'])} ± {_fmt(e['std'])}")
         lines.append(f'| {v} | {n} | ' + ' | '.join(cells) + ' |')
-    lines += ['', f'Paired difference to `{baseline}` per seed (same seed = '
-              'same initialisation and data order): mean [per-seed '
-              'differences], spread = larger seed std of the two settings, '
-              'verdict (a difference inside the spread is "no difference").',
-              '', '| variant | metric | mean diff | per-seed diffs | spread | '
-              'verdict |', '| --- | --- | ---: | --- | ---: | --- |']
+    lines += ['', f'Paired difference to `{baseline}`. ' + _rule(margin), '',
+              '| variant | metric | mean diff | 95 % interval | per-seed diffs'
+              ' | verdict |', '| --- | --- | ---: | --- | --- | --- |']
     for v in variants:
         for label in labels:
             p = summary[v].get(label, {}).get('paired')
             if p is None:
                 continue
             per_seed = ', '.join(f'{d:+.3f}' for d in p['diffs'])
-            lines.append(f"| {v} | {label} | {p['mean']:+.3f} | {per_seed} | "
-                         f"{_fmt(p['spread'])} | {p['verdict']} |")
+            interval = (f"[{p['low']:+.3f}, {p['high']:+.3f}]"
+                        if math.isfinite(p['low']) else '-')
+            lines.append(f"| {v} | {label} | {p['mean']:+.3f} | {interval} | "
+                         f"{per_seed} | {p['verdict']} |")
     return '\n'.join(lines) + '\n'
+
+
+def render_penalty(table: Dict, margin: float = MARGIN) -> str:
+    """The multi-task penalty (:func:`penalty`) as a Markdown table."""
+    labels = DET_LABELS + SEG_LABELS
+    refs = {}
+    for by_label in table.values():
+        for label, c in by_label.items():
+            refs[label] = c['reference']
+    head = [f'{label} vs `{refs[label]}`' for label in labels if label in refs]
+    lines = ['| multi-task variant | ' + ' | '.join(head) + ' |',
+             '| --- |' + ' --- |' * len(head)]
+    for v, by_label in table.items():
+        cells = [fmt_interval(by_label[label]) if label in by_label else '-'
+                 for label in labels if label in refs]
+        lines.append(f'| {v} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def render_report(data: Dict) -> str:
+    """The whole ``results.md`` of a study from its ``results.json`` dict
+    (``tools/ablation.py`` writes both): recomputed from the per-seed
+    metrics in ``data['runs']``, so the table cannot drift from the JSON."""
+    runs = {v: {int(s): m for s, m in by_seed.items()}
+            for v, by_seed in data['runs'].items()}
+    margin = float(data.get('margin', MARGIN))
+    baseline = data['baseline']
+    summary = summarize(runs, baseline, margin=margin)
+    parts = [f"# Ablation study `{data['study']}`\n",
+             f"Command: `{data['command']}`\n",
+             f"Commit(s) of the runs: {', '.join(data['commits']) or 'unknown'}"
+             '\n']
+    machines = data.get('machines')
+    if machines:
+        parts.append('Machine(s) of the runs: ' + '; '.join(machines) + '\n')
+    parts.append(f"Seeds: {data['seeds']}. Mean ± seed spread (sample std "
+                 'over seeds).\n')
+    parts.append(render_markdown(summary, baseline, margin=margin))
+    for name, spec in data.get('penalty_settings', {}).items():
+        table = penalty(runs, spec['det_only'], spec['seg_only'],
+                        spec['multitask'], margin)
+        if table:
+            parts.append(f'## Multi-task penalty: `{name}`\n\n'
+                         'Multi-task minus single-task, per task. ' +
+                         _rule(margin) + '\n\n' + render_penalty(table, margin))
+    chart = data.get('chart', 'results.png')
+    parts.append(f'![chart]({chart})\n')
+    if data.get('penalty_settings'):
+        stem = chart[:-len('.png')]
+        parts.append(f'![Pareto]({stem}_pareto.png)\n\n'
+                     f'![penalty]({stem}_penalty.png)\n')
+    return '\n'.join(parts)
 
 
 def plot(summary: Dict, path: str, metrics: Sequence = METRICS) -> None:
@@ -172,3 +303,9 @@ def plot(summary: Dict, path: str, metrics: Sequence = METRICS) -> None:
         fig.savefig(f, format='png', dpi=110)
     plt.close(fig)
 
+
+def mean_interval(values: Sequence[float],
+                  confidence: float = CONFIDENCE) -> List[float]:
+    """[low, high] of the t-interval of the mean of ``values``."""
+    c = paired_interval(values, confidence)
+    return [c['low'], c['high']]

@@ -1,14 +1,20 @@
-"""Aggregation of an ablation study on hand-made metrics (values computed by
-hand in the comments)."""
+"""Aggregation of an ablation study on hand-made metrics: seed statistics,
+paired differences with their 95 % t-intervals, the verdict rule and the
+multi-task penalty (values computed by hand in the comments; the t quantiles
+are the printed table values t(0.975, 2) = 4.302653, t(0.975, 4) = 2.776445).
+"""
+import json
 import math
 
 import pytest
 
-from fuller.evaluation.ablation import (DET_PREFIX, render_markdown,
-                                        summarize, verdict)
+from fuller.evaluation.ablation import (DET_PREFIX, paired_interval,
+                                        penalty, render_markdown,
+                                        render_report, summarize, verdict)
 
 MAP = DET_PREFIX + 'mAP'
 MIOU = 'map/mIoU@0.5'
+T2, T4 = 4.302653, 2.776445
 
 
 def _runs():
@@ -25,6 +31,51 @@ def _runs():
     }
 
 
+def test_interval_better():
+    # diffs 0.10, 0.12, 0.14: mean 0.12, sd 0.02, se 0.02 / sqrt(3)
+    c = paired_interval([0.10, 0.12, 0.14])
+    half = T2 * 0.02 / math.sqrt(3)  # 0.049682
+    assert c['mean'] == pytest.approx(0.12)
+    assert c['sd'] == pytest.approx(0.02)
+    assert c['half'] == pytest.approx(half, rel=1e-5)
+    assert (c['low'], c['high']) == pytest.approx((0.12 - half, 0.12 + half),
+                                                  rel=1e-5)
+    assert verdict(c['low'], c['high']) == 'better'
+
+
+def test_interval_worse():
+    c = paired_interval([-0.10, -0.12, -0.14])
+    assert c['high'] == pytest.approx(-0.12 + T2 * 0.02 / math.sqrt(3),
+                                      rel=1e-5)
+    assert verdict(c['low'], c['high']) == 'worse'
+
+
+def test_interval_unresolved():
+    # diffs 0.05, -0.03, 0.10: mean 0.04; squares of deviations
+    # 0.0001 + 0.0049 + 0.0036 = 0.0086, sd = sqrt(0.0043) = 0.065574
+    c = paired_interval([0.05, -0.03, 0.10])
+    half = T2 * math.sqrt(0.0043) / math.sqrt(3)  # 0.16289
+    assert c['low'] == pytest.approx(0.04 - half, rel=1e-5)
+    assert c['high'] == pytest.approx(0.04 + half, rel=1e-5)
+    assert verdict(c['low'], c['high'], margin=0.01) == 'unresolved'
+
+
+def test_interval_equivalent_within_margin():
+    # diffs 0.001, -0.001, 0.002, 0, -0.002: mean 0, sd sqrt(1e-5 / 4)
+    c = paired_interval([0.001, -0.001, 0.002, 0.0, -0.002])
+    half = T4 * math.sqrt(2.5e-6) / math.sqrt(5)  # 0.0019635
+    assert c['half'] == pytest.approx(half, rel=1e-5)
+    assert verdict(c['low'], c['high'], margin=0.01) == 'equivalent'
+    # the same interval is unresolved against a margin it does not fit in
+    assert verdict(c['low'], c['high'], margin=0.001) == 'unresolved'
+
+
+def test_verdict_needs_two_pairs():
+    c = paired_interval([0.5])
+    assert math.isnan(c['low'])
+    assert verdict(c['low'], c['high']) == 'unresolved'
+
+
 def test_seed_statistics_and_paired_differences():
     s = summarize(_runs(), 'naive')
     naive = s['naive']['mAP']
@@ -37,13 +88,15 @@ def test_seed_statistics_and_paired_differences():
     p = a['paired']
     assert p['diffs'] == pytest.approx([0.05, 0.10, 0.03])
     assert p['mean'] == pytest.approx(0.06)
-    # spread = max(0.0964, 0.10) = 0.10 > 0.06: no difference
-    assert p['spread'] == pytest.approx(0.10)
-    assert p['verdict'] == 'no difference'
-    # mIoU: +0.30 each seed, both spreads 0.02 -> better
+    # sd of (0.05, 0.10, 0.03) = sqrt((0.01^2 + 0.04^2 + 0.03^2) / 2)
+    sd = math.sqrt(0.0026 / 2)
+    assert p['sd'] == pytest.approx(sd)
+    assert p['low'] == pytest.approx(0.06 - T2 * sd / math.sqrt(3), rel=1e-5)
+    assert p['verdict'] == 'unresolved'  # low = -0.0296 < 0 < high
+    # mIoU: +0.30 each seed: sd 0, interval [0.30, 0.30] -> better
     m = s['a']['mIoU@0.5']['paired']
     assert m['mean'] == pytest.approx(0.30)
-    assert m['spread'] == pytest.approx(0.02)
+    assert m['low'] == pytest.approx(0.30)
     assert m['verdict'] == 'better'
 
 
@@ -52,28 +105,60 @@ def test_single_task_and_missing_seeds():
     assert 'mIoU@0.5' not in s['det']
     det = s['det']['mAP']
     assert det['seeds'] == [0, 1] and det['n'] == 2
-    # paired on seeds 0, 1 only: -0.10, -0.08 (mean -0.09);
-    # spread max(std(0, 0.12) = 0.0849, 0.10) = 0.10
-    assert det['paired']['diffs'] == pytest.approx([-0.10, -0.08])
-    assert det['paired']['spread'] == pytest.approx(0.10)
-    assert det['paired']['verdict'] == 'no difference'
+    # paired on seeds 0, 1 only: -0.10, -0.08 (mean -0.09, sd 0.01414)
+    p = det['paired']
+    assert p['diffs'] == pytest.approx([-0.10, -0.08])
+    assert p['seeds'] == [0, 1]
+    # t(0.975, 1) = 12.706205: half = 12.706205 * 0.01414 / sqrt(2) = 0.12706
+    assert p['half'] == pytest.approx(0.127062, rel=1e-4)
+    assert p['verdict'] == 'unresolved'
 
 
-def test_verdict_rule():
-    assert verdict(0.2, 0.1, 3) == 'better'
-    assert verdict(-0.2, 0.1, 3) == 'worse'
-    assert verdict(0.05, 0.1, 3) == 'no difference'
-    assert verdict(0.5, 0.1, 1) == 'no difference'  # no spread from 1 seed
-    assert verdict(0.5, float('nan'), 3) == 'no difference'
+def test_penalty_is_multitask_minus_single_task_per_task():
+    runs = {
+        'det-only': {0: {MAP: 0.30}, 1: {MAP: 0.32}, 2: {MAP: 0.34}},
+        'seg-only': {0: {MIOU: 0.60}, 1: {MIOU: 0.61}, 2: {MIOU: 0.62}},
+        # mAP -0.10 -0.12 -0.14 (worse), mIoU +0.00 +0.00 +0.00 (sd 0)
+        'naive': {0: {MAP: 0.20, MIOU: 0.60}, 1: {MAP: 0.20, MIOU: 0.61},
+                  2: {MAP: 0.20, MIOU: 0.62}},
+    }
+    table = penalty(runs, 'det-only', 'seg-only', ['naive', 'absent'])
+    assert set(table) == {'naive'}
+    det = table['naive']['mAP']
+    assert det['reference'] == 'det-only'
+    assert det['diffs'] == pytest.approx([-0.10, -0.12, -0.14])
+    assert det['verdict'] == 'worse'
+    seg = table['naive']['mIoU@0.5']
+    assert seg['reference'] == 'seg-only'
+    assert seg['diffs'] == pytest.approx([0.0, 0.0, 0.0])
+    assert seg['verdict'] == 'equivalent'  # interval [0, 0] inside ±0.01
 
 
 def test_markdown_lists_every_variant_and_difference():
     runs = _runs()
     text = render_markdown(summarize(runs, 'naive'), 'naive')
     assert '| a | 3 | 0.260 ± 0.096 |' in text
-    assert '| a | mIoU@0.5 | +0.300 | +0.300, +0.300, +0.300 | 0.020 | better |' \
-        in text
+    assert ('| a | mIoU@0.5 | +0.300 | [+0.300, +0.300] | +0.300, +0.300, '
+            '+0.300 | better |') in text
     assert '| det | 2 | 0.060 ± 0.085 | - |' in text
+
+
+def test_report_renders_from_json_round_trip():
+    """The report is computed from the per-seed metrics of the JSON, with
+    string seed keys as JSON stores them."""
+    data = dict(study='t', command='c', commits=['abc'], seeds=[0, 1, 2],
+                baseline='naive', runs=_runs(),
+                penalty_settings=dict(s=dict(det_only='det', seg_only='naive',
+                                             multitask=['a'])))
+    data = json.loads(json.dumps(data))  # seeds become strings
+    text = render_report(data)
+    assert 'Commit(s) of the runs: abc' in text
+    assert '| a | 3 | 0.260 ± 0.096 |' in text
+    assert '## Multi-task penalty: `s`' in text
+    # a - det on seeds 0, 1: +0.15, +0.18; a - naive mIoU: +0.30 each
+    assert '| a | +0.165 [' in text
+    assert '+0.300 [+0.300, +0.300] (n=3) better' in text
+    assert '![Pareto](results_pareto.png)' in text
 
 
 def test_unknown_baseline():

@@ -12,9 +12,18 @@ Data flow (frames in brackets)::
     voxels (M, P, 5) [augmented lidar] -> pts_voxel_encoder -> (M, C)
         -> pts_middle_encoder (sparse) -> LiDAR BEV (B, C_lidar, Y, X)
     [calibrator.calibrate_modalities]   <- FULLER intra-gradient calibration
-    fuser([camera BEV, LiDAR BEV]) -> decoder -> shared BEV (B, C, Y', X')
+    fuser([camera BEV, LiDAR BEV]) -> fused BEV (B, C_in, Y, X)
+        -> decoder -> shared BEV (B, C, Y', X')
     [calibrator.split_shared]           <- FULLER inter-gradient calibration
     heads: det (boxes in the LiDAR frame), seg (map masks on the map grid)
+
+Per-task decoders (``task_decoders``): the listed tasks get a BEV decoder of
+their own, so the last layer the tasks share is the fuser; the calibration
+then splits the fused map, and each task decodes its own view::
+
+    fused BEV (B, C_in, Y, X) [calibrator.split_shared]
+        -> task_decoders[task] (or the shared decoder for unlisted tasks)
+        -> that task's BEV (B, C, Y', X') -> heads[task]
 
 Either modality can be switched off by leaving its modules out of the
 config (camera-only / LiDAR-only), either task by leaving its head out
@@ -23,7 +32,7 @@ config (camera-only / LiDAR-only), either task by leaving its head out
 ``loss_weights[task]``.
 """
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -61,6 +70,13 @@ class MultiTaskBEVFusion(Base3DDetector):
         fuser: merges the modality BEV maps; required with both modalities.
         decoder: BEV backbone + neck producing the shared BEV map.
         det_head, seg_head: task heads; at least one.
+        task_decoders: tasks that get a BEV decoder of their own after the
+            fuser instead of sharing ``decoder``: a list of task names (each
+            gets a copy of the ``decoder`` config, with its own weights) or
+            a dict {task: decoder config, or None for a copy of
+            ``decoder``}. Empty (default): every task reads the one shared
+            decoder's map. ``decoder`` is built only if a task still
+            shares it.
         loss_weights: per-task loss scale, default 1.0 each.
         grad_calibrator: kwargs of :class:`GradientCalibrator` (FULLER);
             None trains with the plain summed loss.
@@ -79,6 +95,8 @@ class MultiTaskBEVFusion(Base3DDetector):
                  decoder: dict,
                  det_head: Optional[dict] = None,
                  seg_head: Optional[dict] = None,
+                 task_decoders: Union[Sequence[str],
+                                      Mapping[str, Optional[dict]]] = (),
                  loss_weights: Optional[Dict[str, float]] = None,
                  grad_calibrator: Optional[dict] = None,
                  nan_guard: bool = True,
@@ -103,13 +121,26 @@ class MultiTaskBEVFusion(Base3DDetector):
         if self.with_camera and self.with_lidar and fuser is None:
             raise ValueError('MultiTaskBEVFusion: camera + LiDAR need a fuser')
         self.fuser = _build(fuser)
-        self.decoder = MODELS.build(decoder)
         heads = {t: cfg for t, cfg in zip(TASKS, (det_head, seg_head))
                  if cfg is not None}
         if not heads:
             raise ValueError('MultiTaskBEVFusion: no task head configured')
+        own = (dict(task_decoders) if isinstance(task_decoders, Mapping)
+               else {t: None for t in task_decoders})
+        unknown = sorted(set(own) - set(heads))
+        if unknown:
+            raise ValueError(f'MultiTaskBEVFusion: task_decoders names tasks '
+                             f'{unknown} without a head; heads: {sorted(heads)}')
+        # Build order (shared decoder, heads, then per-task decoders) keeps
+        # the default model's initialisation identical to a model without
+        # the option.
+        self.decoder = (MODELS.build(decoder) if set(heads) - set(own)
+                        else None)
         self.heads = nn.ModuleDict({t: MODELS.build(c)
                                     for t, c in heads.items()})
+        self.task_decoders = nn.ModuleDict({
+            t: MODELS.build(decoder if own[t] is None else own[t])
+            for t in heads if t in own})
         self._check_geometry()
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(TASKS)
@@ -180,19 +211,20 @@ class MultiTaskBEVFusion(Base3DDetector):
                 self.fuser.in_channels[0] != self.view_transform.out_channels:
             fail('view_transform', 'fuser', 'camera BEV channels',
                  self.view_transform.out_channels, self.fuser.in_channels[0])
-        if self.fuser is not None and self.fuser.out_channels != self.decoder.in_channels:
-            fail('fuser', 'decoder', 'fused BEV channels', self.fuser.out_channels,
-                 self.decoder.in_channels)
-        shared = None
-        if names:
-            shared = self.decoder.output_grid(branch_grids[names[0]])
         for task, head in self.heads.items():
-            if head.in_channels != self.decoder.out_channels:
-                fail('decoder', f'heads.{task}', 'shared map channels',
-                     self.decoder.out_channels, head.in_channels)
-            if shared is not None and differ(self._head_grid(head), shared):
-                fail(f'decoder (from {names[0]})', f'heads.{task}', 'shared map grid',
-                     shared, self._head_grid(head))
+            dec_name = self._decoder_name(task)
+            decoder = self.task_decoder(task)
+            if self.fuser is not None and self.fuser.out_channels != decoder.in_channels:
+                fail('fuser', dec_name, 'fused BEV channels', self.fuser.out_channels,
+                     decoder.in_channels)
+            if head.in_channels != decoder.out_channels:
+                fail(dec_name, f'heads.{task}', 'task map channels',
+                     decoder.out_channels, head.in_channels)
+            if names:
+                grid = decoder.output_grid(branch_grids[names[0]])
+                if differ(self._head_grid(head), grid):
+                    fail(f'{dec_name} (from {names[0]})', f'heads.{task}',
+                         'task map grid', grid, self._head_grid(head))
 
     # ------------------------------------------------------------ properties
     @property
@@ -206,6 +238,16 @@ class MultiTaskBEVFusion(Base3DDetector):
     @property
     def tasks(self) -> List[str]:
         return list(self.heads)
+
+    def _decoder_name(self, task: str) -> str:
+        return f'task_decoders.{task}' if task in self.task_decoders \
+            else 'decoder'
+
+    def task_decoder(self, task: str) -> nn.Module:
+        """The BEV decoder whose map ``heads[task]`` reads."""
+        if task in self.task_decoders:
+            return self.task_decoders[task]
+        return self.decoder
 
     # -------------------------------------------------------------- features
     def extract_camera_bev(self, inputs: dict) -> Tensor:
@@ -236,8 +278,10 @@ class MultiTaskBEVFusion(Base3DDetector):
         return self.pts_middle_encoder(feats, coors, batch_size)
 
     def extract_feat(self, inputs: dict, calibrate: bool = False) -> Tensor:
-        """-> the shared BEV map (B, C, Y', X'). With ``calibrate`` the
-        modality BEV maps pass through the intra-gradient calibration."""
+        """-> the last map every task shares: the decoder's BEV map
+        (B, C, Y', X'), or with ``task_decoders`` the fused BEV map
+        (B, C_in, Y, X). With ``calibrate`` the modality BEV maps pass
+        through the intra-gradient calibration."""
         cam_bev = self.extract_camera_bev(inputs) if self.with_camera \
             else None
         lidar_bev = self.extract_lidar_bev(inputs) if self.with_lidar \
@@ -247,7 +291,18 @@ class MultiTaskBEVFusion(Base3DDetector):
                 cam_bev, lidar_bev)
         bevs = [f for f in (cam_bev, lidar_bev) if f is not None]
         fused = self.fuser(bevs) if self.fuser is not None else bevs[0]
-        return self.decoder(fused)
+        return fused if len(self.task_decoders) else self.decoder(fused)
+
+    def task_maps(self, shared: Union[Tensor, Dict[str, Tensor]]
+                  ) -> Dict[str, Tensor]:
+        """{task: the BEV map (B, C, Y', X') its head reads} from
+        ``extract_feat``'s output, one tensor or one view per task (the
+        calibrator's ``split_shared``)."""
+        per_task = shared if isinstance(shared, dict) else \
+            {t: shared for t in self.tasks}
+        if not len(self.task_decoders):
+            return dict(per_task)
+        return {t: self.task_decoder(t)(per_task[t]) for t in self.tasks}
 
     # ----------------------------------------------------------------- modes
     def loss(self, batch_inputs_dict: dict, batch_data_samples) -> dict:
@@ -256,6 +311,7 @@ class MultiTaskBEVFusion(Base3DDetector):
             per_task = self.grad_calibrator.split_shared(shared, self.tasks)
         else:
             per_task = {t: shared for t in self.tasks}
+        per_task = self.task_maps(per_task)
         losses = {}
         for task, head in self.heads.items():
             task_losses = head.loss(_head_input(head, per_task[task]),
@@ -284,24 +340,27 @@ class MultiTaskBEVFusion(Base3DDetector):
                 f'of samples {tokens}')
 
     def predict(self, batch_inputs_dict: dict, batch_data_samples) -> list:
-        shared = self.extract_feat(batch_inputs_dict)
+        maps = self.task_maps(self.extract_feat(batch_inputs_dict))
         if 'det' in self.heads:
             head = self.heads['det']
-            det_results = head.predict(_head_input(head, shared),
+            det_results = head.predict(_head_input(head, maps['det']),
                                        batch_data_samples)
         else:
             det_results = [InstanceData() for _ in batch_data_samples]
         samples = self.add_pred_to_datasample(batch_data_samples, det_results)
         if 'seg' in self.heads:
-            masks = self.heads['seg'].predict(shared, batch_data_samples)
+            masks = self.heads['seg'].predict(maps['seg'], batch_data_samples)
             for sample, mask in zip(samples, masks):
                 sample.pred_masks_bev = mask
         return samples
 
     def _forward(self, batch_inputs_dict: dict, batch_data_samples=None):
-        """mode='tensor': the shared BEV map and each head's raw output."""
+        """mode='tensor': the last shared map (``shared_bev``: the decoder's
+        map, or the fused map with ``task_decoders``) and each head's raw
+        output."""
         shared = self.extract_feat(batch_inputs_dict)
+        maps = self.task_maps(shared)
         out = {'shared_bev': shared}
         for task, head in self.heads.items():
-            out[task] = head(_head_input(head, shared))
+            out[task] = head(_head_input(head, maps[task]))
         return out
