@@ -25,8 +25,22 @@ tools/dist_train.sh / dist_test.sh, identical flags otherwise)::
     python tools/ablation.py --study full --seeds 0 1 2 --gpus 8 \\
         --data-root data/nuscenes --work-dir work_dirs/study-full
 
-Several runners may work on one study at once (e.g. one per free machine or
-core): each run is claimed with a lock file, so none is done twice.
+The multi-task study (docs/study-v3: trunk width, per-task decoders,
+schedule and the static map-loss weights, each setting with its single-task
+references; ``--study multitask``) is driven by docs/study-v3/run_study.sh
+from a worktree pinned to one commit.
+
+Several runners may work on one study at once (e.g. one per core): each run
+is claimed with a lock file, so none is done twice. The first runner writes
+``WORK_DIR/study_pin.json`` (commit and machine: CPU model, flags, torch);
+a runner at another commit or on another machine stops, so every pair of
+runs the report compares comes from one commit and one machine. Each run's
+``run.json`` records the commit when training started (``-dirty`` if the
+tree had any change), the machine and the dataset; ``--record-dir`` keeps a
+compact copy of each finished run for committing. The report gives mean ±
+seed spread and, for every comparison, the mean paired difference with its
+95 % t-interval and verdict (``fuller.evaluation.ablation``);
+``--from-json`` re-renders a committed results JSON.
 ``--variant NAME=CONFIG`` adds a variant of your own (repeatable);
 ``--variants A B`` keeps only some; ``--report-only`` aggregates what is
 there without training.
@@ -44,8 +58,8 @@ from typing import Dict, List, Optional, Tuple
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fuller.evaluation.ablation import (MARGIN, plot,  # noqa: E402
-                                        render_report, summarize)
+from fuller.evaluation.ablation import (MARGIN, penalty,  # noqa: E402
+                                        plot, render_report, summarize)
 from fuller.evaluation.study_charts import (pareto_chart,  # noqa: E402
                                             penalty_chart)
 from fuller.utils.io import atomic_open  # noqa: E402
@@ -492,11 +506,15 @@ def write_outputs(data: Dict, base: str) -> str:
     runs = {v: {int(s): m for s, m in by_seed.items()}
             for v, by_seed in data['runs'].items()}
     data = dict(data, chart=osp.basename(base) + '.png')
-    data['summary'] = summarize(runs, data['baseline'],
-                                margin=data.get('margin', MARGIN))
+    margin = data.get('margin', MARGIN)
+    data['summary'] = summarize(runs, data['baseline'], margin=margin)
+    if data.get('penalty_settings'):
+        data['penalty'] = {
+            name: penalty(runs, spec['det_only'], spec['seg_only'],
+                          spec['multitask'], margin)
+            for name, spec in data['penalty_settings'].items()}
     text = render_report(data)
     if data.get('penalty_settings'):
-        margin = data.get('margin', MARGIN)
         pareto_chart(runs, data['penalty_settings'], base + '_pareto.png')
         penalty_chart(runs, data['penalty_settings'], base + '_penalty.png',
                       margin)

@@ -29,6 +29,13 @@ PHASES=(
   "naive-seg3-w256 naive-seg10-w256 naive-seg30-w256"
   "det-only-e12 seg-only-e12 naive-e12 fuller-summag-e12"
 )
+# A later session continues the same study only at the pinned commit on the same kind of machine:
+# the committed pin is put into a fresh work dir, and tools/ablation.py refuses to run where the
+# commit or the machine differs.
+mkdir -p "$CHECKOUT/work_dirs/study-v3"
+if [ ! -f "$CHECKOUT/work_dirs/study-v3/study_pin.json" ]; then
+  cp "$CHECKOUT/docs/study-v3/study_pin.json" "$CHECKOUT/work_dirs/study-v3/study_pin.json"
+fi
 cd "$WT"
 for phase in "${PHASES[@]}"; do
   # shellcheck disable=SC2086
