@@ -1,48 +1,39 @@
-"""Shared pytest fixtures for fuller's tests."""
-import importlib.util
+"""Shared pytest fixtures for fuller's tests.
+
+Helpers that test modules import (paths, script loading, input and model
+builders, multi-process runs) live in :mod:`fuller.testing`; test modules
+never import this file (pytest loads it by itself).
+"""
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from fuller.testing.repo import (REAL_NUSCENES_ENV, REPO_ROOT,
+                                 REQUIRE_REAL_NUSCENES_ENV, SHARED_REAL,
+                                 real_nuscenes_missing)
 
-# Real nuScenes frames (two keyframes, infos, tables; see ../shared/nuscenes-real/README.md).
-# One setting: the folder named by $FULLER_REAL_NUSCENES, by default shared/nuscenes-real beside
-# the repository. Tests reach it only through the `real_nuscenes_root` fixture, which skips them
-# when the folder is absent, unless $FULLER_REQUIRE_REAL_NUSCENES=1 (set by .ci/run) makes that a
-# failure.
-REAL_NUSCENES_ENV = 'FULLER_REAL_NUSCENES'
-REQUIRE_REAL_NUSCENES_ENV = 'FULLER_REQUIRE_REAL_NUSCENES'
-SHARED_REAL = Path(os.environ.get(REAL_NUSCENES_ENV)
-                   or REPO_ROOT.parent / 'shared' / 'nuscenes-real').resolve()
 
-os.environ.setdefault('PYTHONWARNINGS', 'ignore::UserWarning')
-warnings.filterwarnings('ignore', category=UserWarning)
+def pytest_configure(config):
+    """The third-party warnings fuller silences, as pytest filters (pytest
+    resets the warning filters for every test)."""
+    from fuller.compat.third_party_warnings import pytest_filter_lines
+    for line in pytest_filter_lines():
+        config.addinivalue_line('filterwarnings', line)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """One CPU thread for a whole module (``pytestmark =
+    pytest.mark.usefixtures('one_thread')``); see fuller.testing.one_thread."""
+    from fuller.testing import one_thread as single_thread
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return REPO_ROOT
-
-
-def load_script(path, name: str):
-    """Import a script that is not a package module (``tools/*.py``) from
-    its file, as module ``name``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def real_nuscenes_missing() -> str:
-    """Why the real frames cannot be used ('' when they can)."""
-    if not SHARED_REAL.is_dir():
-        return f'{SHARED_REAL} does not exist'
-    if not (SHARED_REAL / 'infos' / 'sample_a_infos_v2.pkl').is_file():
-        return f'{SHARED_REAL} has no infos/sample_a_infos_v2.pkl'
-    return ''
 
 
 @pytest.fixture(scope='session')

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from fuller.utils.config_utils import load_config
 
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIGS = sorted(p for p in (REPO_ROOT / 'configs').rglob('*.py')
                  if '_base_' not in p.parts)

@@ -3,7 +3,7 @@ registers fuller's modules into mmdet3d's registries."""
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 EXPECTED = {
     'HOOKS': ['RunMetaHook', 'SparseConvAlgoHook', 'GradientCalibrationHook'],
@@ -44,3 +44,15 @@ def test_version_and_env_report():
     assert fuller.__version__ in env['fuller']
     assert env['mmcv ops'] == 'compiled'
     assert env['numpy'].startswith('1.')
+
+
+def test_test_modules_do_not_import_conftest():
+    """Shared test helpers live in fuller.testing (pytest loads conftest.py
+    itself and advises against importing it)."""
+    offenders = [str(path.relative_to(REPO_ROOT))
+                 for path in sorted((REPO_ROOT / 'tests').rglob('*.py'))
+                 if path.name != 'conftest.py'
+                 and any(line.startswith(('from tests.conftest', 'import tests.conftest',
+                                          'from conftest', 'import conftest'))
+                         for line in path.read_text().splitlines())]
+    assert offenders == []

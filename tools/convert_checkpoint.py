@@ -12,14 +12,6 @@ import argparse
 import json
 import os
 
-import torch
-
-from fuller.utils.bevfusion_checkpoint import (REFERENCE_CLASSES,
-                                               convert_state_dict)
-from fuller.utils.checkpoint_loading import (extract_state_dict,
-                                             read_checkpoint)
-from fuller.utils.io import atomic_open
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -27,9 +19,10 @@ def parse_args(argv=None):
     parser.add_argument('dst', help='output checkpoint')
     parser.add_argument('--reverse', action='store_true',
                         help='fuller -> mmdet3d projects/BEVFusion names')
-    parser.add_argument('--reference-classes', nargs='+',
-                        default=list(REFERENCE_CLASSES),
-                        help='class order of the reference checkpoint')
+    parser.add_argument('--reference-classes', nargs='+', default=None,
+                        help='class order of the reference checkpoint '
+                        "(default: mmdet3d projects/BEVFusion's, "
+                        'fuller.utils.bevfusion_checkpoint.REFERENCE_CLASSES)')
     parser.add_argument('--fuller-classes', nargs='+', default=None,
                         help='class order of the fuller model (default: '
                         "mmdet3d NuScenesDataset's, as fuller's configs)")
@@ -44,6 +37,16 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise SystemExit('convert_checkpoint: src and dst are the same file')
+    # imported once the arguments are valid (`--help` answers at once)
+    import torch
+
+    from fuller.utils.bevfusion_checkpoint import (REFERENCE_CLASSES,
+                                                   convert_state_dict)
+    from fuller.utils.checkpoint_loading import (extract_state_dict,
+                                                 read_checkpoint)
+    from fuller.utils.io import atomic_open
+    if args.reference_classes is None:
+        args.reference_classes = list(REFERENCE_CLASSES)
     state = extract_state_dict(read_checkpoint(args.src), args.src)
     out, report = convert_state_dict(
         state, to_fuller=not args.reverse,

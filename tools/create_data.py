@@ -17,7 +17,8 @@ from typing import List, Optional
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    from fuller.data_prep.nuscenes_infos import VERSION_SPLITS
+    # standard library only: `--help` answers before fuller (torch) is imported;
+    # main() checks the version against fuller.data_prep.nuscenes_infos.VERSION_SPLITS
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = parser.add_subparsers(dest='dataset', required=True)
     nus = sub.add_parser('nuscenes', help='nuScenes infos + map masks')
@@ -28,7 +29,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      help='where the pkls and map_masks/ go (usually the '
                      'dataroot: map_mask_path is relative to it)')
     nus.add_argument('--version', default='v1.0-trainval',
-                     help=f'one of {sorted(VERSION_SPLITS)}')
+                     help='v1.0-trainval, v1.0-test or v1.0-mini')
     nus.add_argument('--workers', type=int, default=4,
                      help='processes for the map masks (0: in-process)')
     nus.add_argument('--max-sweeps', type=int, default=10)
@@ -54,8 +55,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     map_grid = None
     if args.config is not None:
-        from fuller.utils.config_utils import load_config
-        map_grid = load_config(args.config).geometry.get('map_grid')
+        # only the declared map grid is read: no custom imports (no model code), no check
+        from mmengine.config import Config
+        cfg = Config.fromfile(args.config, import_custom_modules=False)
+        map_grid = (cfg.get('geometry') or {}).get('map_grid')
     start = time.perf_counter()
     try:
         paths = create_nuscenes_data(

@@ -19,15 +19,9 @@ import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.dist import barrier, is_main_process
-from mmengine.runner import Runner
-
-from fuller.compat import register_checkpoint_safe_globals
-from fuller.evaluation import format_only as fo
-from fuller.utils.config_utils import apply_cli_overrides
-from fuller.utils.dist import setup_cpu_distributed
-from fuller.utils.io import atomic_open
+# only the argument parser is imported up front, so `--help` answers at once; mmengine,
+# mmdet3d and fuller (seconds: spconv) are imported once the arguments are valid
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):
@@ -60,6 +54,15 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmengine.config import Config
+    from mmengine.dist import barrier, is_main_process
+    from mmengine.runner import Runner
+
+    from fuller.compat import register_checkpoint_safe_globals
+    from fuller.evaluation import format_only as fo
+    from fuller.utils.config_utils import apply_cli_overrides
+    from fuller.utils.dist import setup_cpu_distributed
+    from fuller.utils.io import atomic_open
     register_checkpoint_safe_globals()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
@@ -97,6 +100,10 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except fo.FormatOnlyError as err:
+    except Exception as err:
+        from fuller.evaluation.format_only import FormatOnlyError
+        if not isinstance(err, FormatOnlyError):
+            raise
+        # a user error (missing or stale submission input): one line, no traceback
         print(f'test.py: error: {err}', file=sys.stderr)
         sys.exit(1)

@@ -8,13 +8,9 @@ checkpoint continues the epoch instead of restarting it.
 import argparse
 import os
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
-
-from fuller.compat import register_checkpoint_safe_globals
-from fuller.utils.checkpoint_loading import use_partial_loading
-from fuller.utils.config_utils import apply_cli_overrides
-from fuller.utils.dist import setup_cpu_distributed
+# only the argument parser is imported up front, so `--help` answers at once; mmengine,
+# mmdet3d and fuller (seconds: spconv) are imported once the arguments are valid
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):
@@ -50,7 +46,11 @@ def parse_args(argv=None):
     return args
 
 
-def build_config(args) -> Config:
+def build_config(args):
+    from mmengine.config import Config
+
+    from fuller.utils.checkpoint_loading import use_partial_loading
+    from fuller.utils.config_utils import apply_cli_overrides
     cfg = apply_cli_overrides(
         Config.fromfile(args.config), args.config, launcher=args.launcher,
         data_root=args.data_root, cfg_options=args.cfg_options,
@@ -84,6 +84,10 @@ def build_config(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
+    from mmengine.runner import Runner
+
+    from fuller.compat import register_checkpoint_safe_globals
+    from fuller.utils.dist import setup_cpu_distributed
     register_checkpoint_safe_globals()
     cfg = build_config(args)
     setup_cpu_distributed(cfg)

@@ -20,8 +20,7 @@ import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from fuller.evaluation.submission import (DEFAULT_MAX_BYTES,
-                                              MAX_BOXES_PER_SAMPLE)
+    # standard library only: `--help` answers before fuller (torch) is imported
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('results', help='results_nusc.json to check')
     p.add_argument('--dataroot', help='nuScenes dataroot holding VERSION/')
@@ -29,9 +28,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--split', help='test, val, train (or mini_val, ...)')
     p.add_argument('--tokens', help='file listing the expected sample tokens '
                    '(instead of --dataroot/--version/--split)')
-    p.add_argument('--max-boxes', type=int, default=MAX_BOXES_PER_SAMPLE)
-    p.add_argument('--max-size-mib', type=float,
-                   default=DEFAULT_MAX_BYTES / 2**20)
+    p.add_argument('--max-boxes', type=int, default=None,
+                   help="boxes per sample (default: the challenge's, "
+                   'fuller.evaluation.submission.MAX_BOXES_PER_SAMPLE)')
+    p.add_argument('--max-size-mib', type=float, default=None,
+                   help="file size (default: the challenge's, "
+                   'fuller.evaluation.submission.DEFAULT_MAX_BYTES)')
     args = p.parse_args(argv)
     table = (args.dataroot, args.version, args.split)
     if args.tokens is None and None in table:
@@ -43,10 +45,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from fuller.evaluation.submission import (SubmissionError,
+    from fuller.evaluation.submission import (DEFAULT_MAX_BYTES,
+                                              MAX_BOXES_PER_SAMPLE,
+                                              SubmissionError,
                                               tokens_from_dataroot,
                                               tokens_from_file,
                                               validate_submission)
+    if args.max_boxes is None:
+        args.max_boxes = MAX_BOXES_PER_SAMPLE
+    if args.max_size_mib is None:
+        args.max_size_mib = DEFAULT_MAX_BYTES / 2**20
     try:
         if args.tokens is not None:
             expected = tokens_from_file(args.tokens)

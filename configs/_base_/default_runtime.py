@@ -8,7 +8,11 @@ default_hooks = dict(
     # by_epoch=False (resume then continues inside the epoch: fuller.engine.loops)
     checkpoint=dict(type='AtomicCheckpointHook', interval=1, by_epoch=True, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='Det3DVisualizationHook'))
+    visualization=dict(type='Det3DVisualizationHook'),
+    # the values that follow `geometry` / `channels` agree with them (fuller.utils.config_utils);
+    # a default hook, so it also runs under mmdet3d's tools/train.py / tools/test.py and
+    # Runner.from_cfg
+    config_check=dict(type='ConfigCheckHook'))
 custom_hooks = [dict(type='SparseConvAlgoHook'), dict(type='RunMetaHook')]
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -20,9 +20,11 @@ test_pipeline = [
     t for t in _base_.test_pipeline if t['type'] not in ('LoadMultiViewImages', 'ImageAug3D')
 ]
 test_pipeline[-1] = dict(type='PackMultiTaskInputs', keys=['points', 'gt_masks_bev'])
-train_dataset = dict(pipeline=train_pipeline)
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline, modality=modality)))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline, modality=modality))
 test_dataloader = val_dataloader
+val_evaluator = [dict(_base_.val_evaluator[0], modality=modality), _base_.val_evaluator[1]]
+test_evaluator = val_evaluator
 
 lr = 1e-4
 max_epochs = 20

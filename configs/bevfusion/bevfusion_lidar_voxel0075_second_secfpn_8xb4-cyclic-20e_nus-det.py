@@ -10,7 +10,7 @@ train_pipeline[-1] = dict(type='PackMultiTaskInputs',
                           keys=['points', 'gt_bboxes_3d', 'gt_labels_3d'])
 test_pipeline = [t for t in _base_.test_pipeline if t['type'] != 'LoadBEVMapMasks']
 test_pipeline[-1] = dict(type='PackMultiTaskInputs', keys=['points'])
-train_dataset = dict(pipeline=train_pipeline, with_map=False)
+train_dataloader = dict(dataset=dict(dataset=dict(pipeline=train_pipeline, with_map=False)))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline, with_map=False))
 test_dataloader = val_dataloader
 val_evaluator = [_base_.val_evaluator[0]]

@@ -1,18 +1,19 @@
 # Example of a user config: the tiny FULLER model with mmdet3d's CenterHead instead of the
 # TransFusion-style query head. Only the detection head changes; `_delete_=True` drops the
-# inherited head's keys. Its grid comes from the model's geometry ('${geometry.*}'; the coder
-# reads the x and y entries of the range and voxel size).
+# inherited head's keys. Its grid is the tiny model's geometry (the coder reads the x and y entries
+# of the range and voxel size; out_size_factor is the LiDAR stride); check_config_consistency
+# compares these keys with `geometry` before every run.
 _base_ = ['./fuller_tiny_1xb2-24e_synthetic-nus.py']
 
-point_cloud_range = '${geometry.point_cloud_range}'
-voxel_size = '${geometry.voxel_size}'
-out_size_factor = '${geometry.lidar_stride}'
+point_cloud_range = [-54.0, -54.0, -5.0, 54.0, 54.0, 3.0]
+voxel_size = [0.3, 0.3, 0.4]
+out_size_factor = 4
 
 model = dict(
     det_head=dict(
         _delete_=True,
         type='CenterHead',
-        in_channels='${channels.shared}',
+        in_channels=64,  # channels.shared
         # CenterHead maps label i to the i-th name of these groups read in order, so the groups
         # must list the dataset's class_names (nus_synthetic.py) in that same order:
         # car, truck, trailer, bus, construction_vehicle, bicycle, motorcycle, pedestrian,
@@ -41,7 +42,7 @@ model = dict(
         loss_bbox=dict(type='mmdet.L1Loss', reduction='mean', loss_weight=0.25),
         norm_bbox=True,
         train_cfg=dict(
-            grid_size='${geometry.grid_size}',
+            grid_size=[360, 360, 20],  # voxels (X, Y, Z)
             voxel_size=voxel_size,
             out_size_factor=out_size_factor,
             dense_reg=1,

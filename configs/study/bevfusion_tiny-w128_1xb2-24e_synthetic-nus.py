@@ -9,6 +9,7 @@ model = dict(
     fuser=dict(out_channels=128),  # channels.shared_in
     decoder=dict(
         backbone=dict(in_channels=128, out_channels=[64, 128]),  # in: channels.shared_in
-        neck=dict(in_channels=[64, 128], out_channels=[64, 64])),  # SECONDFPN: 2 x 64 = channels.shared
+        # SECONDFPN output: 2 x 64 = channels.shared
+        neck=dict(in_channels=[64, 128], out_channels=[64, 64])),
     det_head=dict(in_channels=128),  # channels.shared
     seg_head=dict(in_channels=128))

@@ -9,6 +9,7 @@ model = dict(
     fuser=dict(out_channels=256),  # channels.shared_in
     decoder=dict(
         backbone=dict(in_channels=256, out_channels=[128, 256]),  # in: channels.shared_in
-        neck=dict(in_channels=[128, 256], out_channels=[128, 128])),  # SECONDFPN: 2 x 128 = channels.shared
+        # SECONDFPN output: 2 x 128 = channels.shared
+        neck=dict(in_channels=[128, 256], out_channels=[128, 128])),
     det_head=dict(in_channels=256),  # channels.shared
     seg_head=dict(in_channels=256))

@@ -79,6 +79,14 @@ def apply_step_scale_(params: Sequence[Tensor], before: List[Tensor],
     ``before`` (the parameters before the step) is overwritten (it holds
     ``before - p`` afterwards) so that no second copy is allocated. The
     squared norm is accumulated in float64.
+
+    Args:
+        params: the branch's parameters after ``optimizer.step()``.
+        before: copies of ``params`` taken before the step, same shapes.
+        scale: the factor s applied to the step.
+
+    Returns:
+        |new step|^2, the squared norm of ``p - before`` after scaling.
     """
     if not params:
         return 0.0
@@ -165,6 +173,11 @@ def group_parameters(model: nn.Module,
                      prefixes: Dict[str, Sequence[str]],
                      ) -> Dict[str, List[nn.Parameter]]:
     """{group: trainable parameters whose name starts with a prefix}.
+
+    Args:
+        model: the model whose ``named_parameters()`` are grouped.
+        prefixes: {group: parameter-name prefixes}, e.g.
+            ``{'camera': ['img_backbone.', 'img_neck.']}``.
 
     Groups that match nothing are left out; a parameter matched by two
     groups is an error (its step would be scaled twice).

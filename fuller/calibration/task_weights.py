@@ -93,6 +93,11 @@ def gram_matrix(grads: Sequence[Optional[Tensor]],
                 device: Optional[torch.device] = None) -> Tensor:
     """Gram matrix (K, K) in float32 of K gradients (None = zero).
 
+    Args:
+        grads: K gradients g_i of one shared feature, any equal shape (each
+            is flattened to (N,)); None stands for a zero gradient.
+        device: where the result goes when every gradient is None.
+
     Each entry is one ``torch.dot`` of the flattened float32 gradients (dot
     is a reduction, so TF32 matmul settings do not touch it). A NaN/inf in
     gradient i only spoils row and column i. ``device`` places the result
@@ -114,7 +119,14 @@ def gram_matrix(grads: Sequence[Optional[Tensor]],
 
 
 def cosine_matrix(gram: Tensor) -> Tensor:
-    """Cosines C[i, j] = G[i, j] / (n_i n_j); 0 where a norm is 0."""
+    """Cosines C[i, j] = G[i, j] / (n_i n_j); 0 where a norm is 0.
+
+    Args:
+        gram: Gram matrix G (K, K) of the task gradients.
+
+    Returns:
+        C (K, K), float64, clamped to [-1, 1].
+    """
     gram = gram.double()
     norms = gram.diagonal().clamp(min=0).sqrt()
     denom = norms[:, None] * norms[None, :]
@@ -206,6 +218,21 @@ def compute_task_weights(gram: Tensor, method: str = 'imtl_g',
 
     Excludes non-finite and zero tasks first (module doc), then solves on the
     remaining ones. The Gram is moved to the host as float64.
+
+    Args:
+        gram: Gram matrix G (K, K) of the task gradients (all-reduced under
+            DDP).
+        method: one of ``TASK_METHODS``.
+        zero_tol: a task whose norm n_i is at most ``zero_tol`` times the
+            largest norm counts as zero and is excluded.
+        rcond: eigenvalues of C below ``rcond`` times the largest are dropped
+            (pseudo-inverse) in the IMTL-G solve.
+        generator: random generator of PCGrad's task order (None: torch's
+            default generator).
+
+    Returns:
+        ``TaskWeights``: alpha (K,) float64 on the host (0 for excluded
+        tasks), the excluded tasks and the fallback used, if any.
     """
     if method not in TASK_METHODS:
         raise ValueError(f'fuller/calibration/task_weights.py: unknown task '
@@ -308,6 +335,13 @@ def match_sum_magnitude(gram: Tensor, weights: TaskWeights) -> Tensor:
     come from the Gram matrix (already all-reduced under DDP). Excluded
     tasks do not count; if either norm is zero or not finite the weights are
     returned unchanged.
+
+    Args:
+        gram: Gram matrix G (K, K) of the task gradients.
+        weights: the calibrated weights (alpha (K,) and excluded tasks).
+
+    Returns:
+        The rescaled alpha (K,), float64.
     """
     alpha = weights.alpha.to(torch.float64)
     gram = gram.to(torch.float64)
@@ -327,6 +361,10 @@ def match_sum_magnitude(gram: Tensor, weights: TaskWeights) -> Tensor:
 
 def task_shares(gram: Tensor, alpha: Tensor) -> dict:
     """What each task gets from the applied shared-feature gradient.
+
+    Args:
+        gram: Gram matrix G (K, K) of the task gradients.
+        alpha: applied weights (K,).
 
     With g = sum_j alpha_j g_j (applied) and s = sum_j g_j (plain sum), all
     read off the Gram matrix G (K, K) and alpha (K,) (excluded tasks: alpha 0

@@ -54,8 +54,8 @@ from shapely import STRtree, affinity
 from shapely.geometry import MultiPolygon
 from tqdm import tqdm
 
-from fuller.datasets.map_mask_io import (MAP_CLASSES, MapMaskFileError,
-                                         load_map_masks, save_map_masks)
+from fuller.utils.map_mask_io import (MAP_CLASSES, MapMaskFileError,
+                                      load_map_masks, save_map_masks)
 from fuller.structures.frames import BEVGrid
 from fuller.structures.nuscenes_world import MAP_GRID
 

@@ -35,13 +35,13 @@ The schema is mmdet3d 1.4's v2 nuScenes info (``tools/dataset_converters``:
 fuller adds ``location`` (map name), ``scene_token``, ``map_mask_path``
 (relative to the output directory) and ``attr_label`` on each instance.
 """
+import functools
 import os.path as osp
 import pickle
 import warnings
 from typing import Callable, Dict, List
 
 import numpy as np
-from mmdet3d.datasets.convert_utils import NuScenesNameMapping
 from pyquaternion import Quaternion
 from tqdm import tqdm
 
@@ -180,8 +180,17 @@ def lidar_sweeps(get: TableGetter, lidar_sd: dict, lidar2global: np.ndarray,
     return sweeps
 
 
+@functools.lru_cache(maxsize=1)
+def _name_mapping() -> dict:
+    """mmdet3d's nuScenes category -> detection class map (imported when
+    infos are written: ``mmdet3d.datasets`` pulls in mmdet3d's models and
+    spconv, seconds that the map-mask step alone does not need)."""
+    from mmdet3d.datasets.convert_utils import NuScenesNameMapping
+    return NuScenesNameMapping
+
+
 def _class_label(category_name: str) -> int:
-    name = NuScenesNameMapping.get(category_name, category_name)
+    name = _name_mapping().get(category_name, category_name)
     return DETECTION_CLASSES.index(name) if name in DETECTION_CLASSES else -1
 
 

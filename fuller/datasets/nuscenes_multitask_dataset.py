@@ -109,6 +109,8 @@ class NuScenesMultiTaskDataset(NuScenesDataset):
         cam_names: cameras to use, in this order.
         filter_empty_gt: drop training samples without boxes (only with
             ``with_det``).
+        lazy_init, indices, serialize_data, max_refetch: as in mmengine's
+            ``BaseDataset``.
     """
     METAINFO = dict(NuScenesDataset.METAINFO, map_classes=MAP_CLASSES)
     DEFAULT_PREFIX = dict(pts='samples/LIDAR_TOP',

@@ -62,7 +62,14 @@ def _bn_group():
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm with statistics over every rank of ``process_group`` (see the
-    module docstring). Arguments as ``torch.nn.SyncBatchNorm``'s."""
+    module docstring). Input and output (B, C, ...), any number of trailing
+    dimensions.
+
+    Args:
+        num_features, eps, momentum, affine, track_running_stats,
+            process_group: as in ``torch.nn.SyncBatchNorm`` (None: every
+            rank).
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, track_running_stats: bool = True,
@@ -120,6 +127,11 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_cpu_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
     """Replace every ``BatchNorm{1,2,3}d`` / ``SyncBatchNorm`` of ``module``
     by a :class:`CPUSyncBatchNorm` sharing its parameters and buffers.
+
+    Args:
+        module: the model (or one batch norm) to convert.
+        process_group: the ranks the statistics are taken over (None: every
+            rank).
 
     Returns the converted module (a new object when ``module`` itself is a
     batch norm; converted in place otherwise). Call before wrapping in DDP.

@@ -114,7 +114,7 @@ def tokens_from_dataroot(dataroot: str, version: str, split: str) -> Set[str]:
     Reads only ``<dataroot>/<version>/scene.json`` and ``sample.json``; the
     split's scene names are the devkit's (``fuller.data_prep.splits``).
     """
-    from fuller.data_prep.splits import get_split_scenes
+    from fuller.structures.nuscenes_splits import get_split_scenes
     table_dir = osp.join(dataroot, version)
     tables = {}
     for name in ('scene', 'sample'):

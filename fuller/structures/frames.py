@@ -37,7 +37,8 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 def make_transform(rotation: ArrayLike, translation: ArrayLike) -> np.ndarray:
-    """Build a 4x4 ``a2b`` matrix from a 3x3 rotation and a 3-vector."""
+    """Build a 4x4 ``a2b`` matrix (float64) from a 3x3 ``rotation`` and a
+    3-vector ``translation`` (the origin of frame a in frame b)."""
     mat = np.eye(4, dtype=np.float64)
     mat[:3, :3] = np.asarray(rotation, dtype=np.float64)
     mat[:3, 3] = np.asarray(translation, dtype=np.float64).reshape(3)
@@ -47,7 +48,8 @@ def make_transform(rotation: ArrayLike, translation: ArrayLike) -> np.ndarray:
 def invert_transform(a2b: ArrayLike) -> ArrayLike:
     """Invert a rigid (or any invertible) homogeneous 4x4 transform.
 
-    Works on numpy arrays and on torch tensors of shape (..., 4, 4).
+    Works on numpy arrays and on torch tensors of shape (..., 4, 4): ``a2b``
+    in, ``b2a`` out (numpy: float64).
     """
     if isinstance(a2b, torch.Tensor):
         return torch.linalg.inv(a2b)
@@ -63,7 +65,9 @@ def compose(*transforms: ArrayLike) -> ArrayLike:
 
 
 def apply_transform(a2b: ArrayLike, points_a: ArrayLike) -> ArrayLike:
-    """Apply a 4x4 transform to points of shape (P, 3) (row vectors)."""
+    """Apply the 4x4 transform ``a2b`` to ``points_a``, points of shape
+    (P, 3) in frame a (row vectors); returns (P, 3) in frame b, numpy or
+    torch as ``points_a``."""
     if isinstance(points_a, torch.Tensor):
         a2b = torch.as_tensor(a2b, dtype=points_a.dtype,
                               device=points_a.device)

@@ -19,7 +19,8 @@ Declared (config ``geometry = dict(...)``):
 - ``map_grid`` dict(x_range, y_range, cell_size): the map-segmentation grid
   (default: the published 100 m x 100 m, 0.5 m grid, ``MAP_GRID``).
 
-Derived (``as_dict()``; a config reads them as ``'${geometry.<name>}'``):
+Derived (``as_dict()``; a config states them where modules use them, and
+``fuller.utils.config_utils.check_config_consistency`` compares):
 ``sparse_shape`` (Z + 1, Y, X) in mmdet3d's convention, ``grid_size``
 (X, Y, Z) (CenterHead's), ``bev_grid`` (the shared map's grid as a dict),
 ``feature_size``, ``xbound`` / ``ybound`` (view-transform pooling grid),
@@ -40,14 +41,15 @@ def _grid_dict(grid: BEVGrid) -> dict:
 
 
 def as_bev_grid(grid) -> BEVGrid:
-    """A ``BEVGrid`` from a ``BEVGrid`` or its keyword dict
+    """A ``BEVGrid`` from ``grid``, a ``BEVGrid`` or its keyword dict
     ``dict(x_range, y_range, cell_size)``."""
     if isinstance(grid, BEVGrid):
         return grid
     if isinstance(grid, str):
         raise TypeError(f'{_WHERE}: got the string {grid!r} for a BEV grid; '
-                        'a `${...}` reference is resolved by '
-                        'fuller.utils.config_utils.load_config')
+                        'configs hold the grid itself, dict(x_range, y_range, '
+                        'cell_size) (fuller.utils.config_utils.'
+                        'check_config_consistency names such strings)')
     keys = {'x_range', 'y_range', 'cell_size'}
     if not isinstance(grid, dict) or set(grid) != keys:
         raise ValueError(f'{_WHERE}: a BEV grid is a BEVGrid or a dict with '

@@ -1,7 +1,7 @@
-"""Scaffolding of the CUDA tests: the marks that collect a CUDA test
-everywhere and skip it with the reason, and exact float32 on CUDA. pytest is
-imported only when the marks are asked for, so tools may import
-:mod:`fuller.testing` without it.
+"""Scaffolding of the device set-up of tests: the marks that collect a CUDA
+test everywhere and skip it with the reason, exact float32 on CUDA, and one
+CPU thread. pytest is imported only when the marks are asked for, so tools
+may import :mod:`fuller.testing` without it.
 """
 from contextlib import contextmanager
 
@@ -40,3 +40,16 @@ def exact_float32():
     finally:
         (torch.backends.cuda.matmul.allow_tf32,
          torch.backends.cudnn.allow_tf32) = old
+
+
+@contextmanager
+def one_thread():
+    """One intra-op CPU thread inside the block (golden values are recorded
+    with one; tiny tensors also run faster on one thread than on several
+    fighting for a loaded CPU: sparse convs were 10x slower with two)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

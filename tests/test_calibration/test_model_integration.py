@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 import fuller  # noqa: F401
 from fuller.testing import make_multitask_batch
 from mmdet3d.registry import MODELS
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
     'bevfusion_multitask_tiny.py'

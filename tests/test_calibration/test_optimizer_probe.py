@@ -5,7 +5,7 @@ minutes and is run by hand, see its docstring)."""
 import pytest
 import torch
 
-from tests.conftest import load_script
+from fuller.testing import load_script
 from tests.test_calibration.test_calibration_hook import REPO
 
 

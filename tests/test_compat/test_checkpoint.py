@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 TOY_MODULE = '''
 import torch

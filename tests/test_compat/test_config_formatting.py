@@ -7,7 +7,7 @@ from yapf.yapflib import yapf_api
 
 from fuller.compat import memoise_config_formatting
 from fuller.compat.config_formatting import memoised_format_code
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / \
     'fuller_tiny-summag_1xb2-24e_synthetic-nus.py'

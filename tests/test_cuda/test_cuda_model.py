@@ -17,7 +17,7 @@ from torch import nn
 from fuller.testing import (build_model_from_config, cuda_marks,
                             exact_float32, make_multitask_batch,
                             model_sample_kwargs)
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 pytestmark = cuda_marks()
 TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \

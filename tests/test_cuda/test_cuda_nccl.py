@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from fuller.testing import cuda_marks, run_ranks
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 pytestmark = cuda_marks(min_devices=2)
 WORLD = 2

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 BENCH = REPO_ROOT / 'tools' / 'benchmarks'
 

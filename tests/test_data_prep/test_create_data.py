@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fuller.data_prep.splits import get_split_scenes
-from tests.conftest import load_script
+from fuller.testing import load_script
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'create_data.py'
 

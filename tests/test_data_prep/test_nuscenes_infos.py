@@ -11,7 +11,7 @@ import torch
 from pyquaternion import Quaternion
 
 from fuller.data_prep import nuscenes_infos as ni
-from tests.conftest import SHARED_REAL
+from fuller.testing import SHARED_REAL
 
 REAL = SHARED_REAL
 REF_INFO = REAL / 'infos' / 'sample_a_infos_v2.pkl'

@@ -19,7 +19,7 @@ from pyquaternion import Quaternion
 from fuller.data_prep import splits as fsplits
 from fuller.data_prep.synthetic import generate_synthetic_nuscenes
 from fuller.data_prep.synthetic.scene import CLASS_SPECS
-from tests.conftest import SHARED_REAL, load_script
+from fuller.testing import SHARED_REAL, load_script
 
 REPO = Path(__file__).resolve().parents[2]
 

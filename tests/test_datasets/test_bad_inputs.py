@@ -22,7 +22,7 @@ from fuller.data_prep.nuscenes_infos import create_nuscenes_data
 from fuller.utils.config_utils import load_config, set_data_root
 from mmdet3d.registry import DATASETS, METRICS, MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 TRAIN_PKL = 'nuscenes_infos_train.pkl'

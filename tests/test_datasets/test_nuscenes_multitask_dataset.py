@@ -16,7 +16,7 @@ from fuller.datasets.map_mask_io import MAP_CLASSES, save_map_masks
 from fuller.datasets.nuscenes_multitask_dataset import (
     InfoSchemaError, NuScenesMultiTaskDataset)
 from fuller.datasets.transforms.loading import CAMERAS
-from tests.conftest import SHARED_REAL
+from fuller.testing import SHARED_REAL
 
 REAL = SHARED_REAL
 # every test here reads the real frames: skipped (or failed in CI) without them

@@ -21,7 +21,7 @@ from fuller.datasets.transforms.bev_aug import (BEVGlobalRotScaleTrans,
 from fuller.datasets.transforms.loading import (CAMERAS, LoadBEVMapMasks,
                                                 LoadNuScenesPoints)
 from fuller.structures.frames import BEVGrid
-from tests.conftest import SHARED_REAL
+from fuller.testing import SHARED_REAL
 
 REAL = SHARED_REAL
 # every test here reads the real frames: skipped (or failed in CI) without them

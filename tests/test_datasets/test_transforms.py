@@ -26,7 +26,7 @@ from fuller.datasets.transforms.loading import (LoadBEVMapMasks,
                                                 LoadNuScenesPoints,
                                                 load_points)
 from fuller.structures.frames import BEVGrid
-from tests.conftest import SHARED_REAL
+from fuller.testing import SHARED_REAL
 
 REAL = SHARED_REAL
 SAMPLES = REAL / 'samples'

@@ -14,7 +14,7 @@ from fuller.evaluation import map_predictions as mp
 from fuller.evaluation.metrics import (DEFAULT_THRESHOLDS,
                                        BEVMapIoUMetric,
                                        BEVMapPredictionWriter)
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 # non-square, so a swapped axis fails: Y = 6 rows (y), X = 10 columns (x)
 GRID = dict(x_range=(-5.0, 5.0), y_range=(-3.0, 3.0), cell_size=1.0)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fuller.evaluation import submission as sub
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 # nuScenes v1.0-mini: the mini_val scenes were recorded in these logs, one
 # scene per log (scene-0103: Boston, scene-0916: Singapore), 40 + 41 samples.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fuller.models.view_transforms.bev_pool import bev_pool, flat_cell_index
-from tests.conftest import load_script
+from fuller.testing import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 

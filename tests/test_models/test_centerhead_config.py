@@ -20,7 +20,7 @@ from mmengine.structures import InstanceData
 import fuller  # noqa: F401
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIG = (REPO_ROOT / 'configs' / 'fuller' /
           'fuller_tiny-centerhead_1xb2-24e_synthetic-nus.py')

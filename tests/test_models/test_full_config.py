@@ -30,7 +30,7 @@ import fuller  # noqa: F401
 from fuller.testing import build_model_from_config
 from mmdet3d.registry import DATASETS
 from mmdet3d.structures import LiDARInstance3DBoxes
-from tests.conftest import REPO_ROOT, SHARED_REAL
+from fuller.testing import REPO_ROOT, SHARED_REAL
 
 FULL = REPO_ROOT / 'configs' / '_base_' / 'models' / 'bevfusion_multitask.py'
 # the full-size model and nuScenes data together (the dataset base reads the model's geometry)

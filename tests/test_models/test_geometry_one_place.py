@@ -1,8 +1,9 @@
 """The grid is declared in one place and every module follows it.
 
 The tiny FULLER config is loaded with one override of ``geometry`` (a non-square, off-centre
-point-cloud range and a non-square map grid); nothing else is touched. Expected values are
-worked out by hand from the two overrides:
+point-cloud range and a non-square map grid) and the keys that follow it rewritten by
+``sync_dependent_values`` (what tools/misc/sync_config.py writes); nothing else is touched.
+Expected values are worked out by hand from the two overrides:
 
 - range x [-48, 48], y [-24, 36] (96 m x 60 m), voxels 0.3 m -> 320 x 200 voxels, z 8 m / 0.4 m
   = 20 cells (+1 in mmdet3d's sparse shape); LiDAR stride 4 -> 1.2 m BEV cells, 80 x 50.
@@ -22,7 +23,7 @@ import torch
 
 from fuller.structures import BEVGrid
 from fuller.utils.config_utils import load_config
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 OVERRIDES = {
@@ -35,7 +36,9 @@ MAP = BEVGrid((-40.0, 40.0), (-20.0, 30.0), 0.5)   # (Y, X) = (100, 160)
 
 @pytest.fixture(scope='module')
 def cfg():
-    return load_config(str(CONFIG), OVERRIDES)
+    # the override of `geometry`, with the keys that follow it rewritten from it
+    # (tools/misc/sync_config.py); the consistency check then passes
+    return load_config(str(CONFIG), OVERRIDES, sync=True)
 
 
 @pytest.fixture(scope='module')
@@ -74,7 +77,7 @@ def test_pipeline_follows(cfg):
 
 def test_a_mismatch_is_a_build_error_naming_both_modules(cfg):
     from mmdet3d.registry import MODELS
-    bad = load_config(str(CONFIG), OVERRIDES).model
+    bad = load_config(str(CONFIG), OVERRIDES, sync=True).model
     bad.view_transform.xbound = [-54.0, 54.0, 1.2]  # one module edited by hand
     with pytest.raises(ValueError, match='view_transform and pts_middle_encoder'):
         MODELS.build(bad)

@@ -417,10 +417,11 @@ def test_seg_head_rejects_bad_shapes():
 
 
 def test_seg_head_grid_from_dict_and_light_variant():
-    head = seg_head(in_channels=16, input_grid=dict(
-        x_range=(-4.8, 4.8), y_range=(-3.2, 3.2), cell_size=(0.8, 0.8)))
+    with pytest.warns(UserWarning, match='reaches beyond'):  # map x to 5 m, input to 4.8 m
+        head = seg_head(in_channels=16, input_grid=dict(
+            x_range=(-4.8, 4.8), y_range=(-3.2, 3.2), cell_size=(0.8, 0.8)))
     assert head.input_grid == GRID
-    with pytest.raises(TypeError, match='load_config'):  # an unresolved config reference
+    with pytest.raises(TypeError, match='check_config_consistency'):  # a reference string
         seg_head(in_channels=16, input_grid='${geometry.bev_grid}')
     heavy = seg_head(in_channels=16, channels=None, num_convs=2)
     light = seg_head(in_channels=16, channels=4, num_convs=1)

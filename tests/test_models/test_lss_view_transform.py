@@ -18,7 +18,7 @@ from mmdet3d.registry import MODELS
 from fuller.models.view_transforms.lss_view_transform import (
     DepthLSSViewTransform, LSSViewTransform)
 from fuller.structures.frames import make_transform
-from tests.conftest import SHARED_REAL
+from fuller.testing import SHARED_REAL
 
 REAL = SHARED_REAL
 

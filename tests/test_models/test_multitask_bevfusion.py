@@ -11,7 +11,7 @@ import fuller  # noqa: F401
 from fuller.testing import make_multitask_batch
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import LiDARInstance3DBoxes
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 TINY = REPO_ROOT / 'configs' / '_base_' / 'models' / \
     'bevfusion_multitask_tiny.py'
@@ -135,7 +135,7 @@ def test_fixed_batch_loss_decreases():
     for _ in range(6):
         optim.zero_grad()
         loss = total()
-        first = float(loss) if first is None else first
+        first = float(loss.detach()) if first is None else first
         loss.backward()
         optim.step()
     with torch.no_grad():
@@ -156,7 +156,7 @@ def test_build_errors_are_clear():
     cfg = tiny_model_cfg()
     cfg.seg_head.input_grid = dict(x_range=(-54, 54), y_range=(-54, 54),
                                    cell_size=0.6)
-    with pytest.raises(ValueError, match='heads.seg disagree on the shared map grid'):
+    with pytest.raises(ValueError, match='heads.seg disagree on the task map grid'):
         build(cfg)
     cfg = tiny_model_cfg()
     cfg.loss_weights = dict(occupancy=1.0)

@@ -43,7 +43,7 @@ from mmdet3d.models.middle_encoders import SparseEncoder
 from mmdet3d.models.middle_encoders.sparse_encoder import SparseConvTensor
 from mmdet3d.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 OURS_CFG = REPO_ROOT / 'configs' / 'bevfusion' / \
     'bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det.py'
@@ -74,14 +74,8 @@ REF_HEAD = dict(in_channels=512, hidden_channel=128, num_classes=NUM_CLASSES,
                                   vel=[2, 2]), num_heatmap_convs=2)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting
-    for a loaded CPU (sparse convs were 10x slower with two threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread is faster than several on a loaded CPU
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 class XYZSparseEncoder(SparseEncoder):
@@ -161,7 +155,7 @@ def randomise_(module, seed):
 def ours_cfg():
     # the small grid is set in one place, the config's geometry; every module follows
     cfg = load_config(str(OURS_CFG), {'geometry.point_cloud_range': PCR,
-                                      'geometry.voxel_size': VOXEL})
+                                      'geometry.voxel_size': VOXEL}, sync=True)
     model = copy.deepcopy(cfg.model)
     assert model.pts_middle_encoder.sparse_shape == GRID_XYZ[::-1]
     assert model.data_preprocessor.voxel_layer.point_cloud_range == PCR

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / 'tools'))
 import ablation  # noqa: E402
@@ -54,6 +54,8 @@ def test_runner_two_variants_two_seeds_and_resume(synthetic_dataroot,
     assert len(mtimes) == 4
     removed = work / 'fuller' / 'seed1' / 'metrics.json'
     removed.unlink()
+    # a run kept in --record-dir counts as done: drop its record too
+    (tmp_path / 'record' / 'fuller' / 'seed1.json').unlink()
     capsys.readouterr()
     ablation.main(argv)
     out = capsys.readouterr().out
@@ -63,6 +65,26 @@ def test_runner_two_variants_two_seeds_and_resume(synthetic_dataroot,
     for path, mtime in mtimes.items():
         if path != removed:
             assert os.path.getmtime(path) == mtime
+    assert (tmp_path / 'record' / 'fuller' / 'seed1.json').is_file()
+
+
+def test_recorded_run_is_not_trained_again(tmp_path, capsys):
+    """A run kept in --record-dir (a committed study) is skipped and still
+    reported, though the work dir has nothing."""
+    record = tmp_path / 'record' / 'naive' / 'seed0.json'
+    record.parent.mkdir(parents=True)
+    metrics = {'NuScenes metric/pred_instances_3d_NuScenes/mAP': 0.25,
+               'map/mIoU@0.5': 0.5}
+    record.write_text(json.dumps(dict(metrics=metrics, meta=dict(
+        commit='c' * 40, machine_id='m'))))
+    report = ablation.main(['--study', 'tiny', '--variants', 'naive', '--seeds', '0',
+                            '--work-dir', str(tmp_path / 'work'),
+                            '--record-dir', str(tmp_path / 'record')])
+    assert 'training' not in capsys.readouterr().out
+    result = json.loads((tmp_path / 'work' / 'results.json').read_text())
+    assert result['runs']['naive']['0'] == metrics
+    assert result['commits'] == ['c' * 40] and result['machines'] == ['m']
+    assert '| naive | 1 | 0.250 ± - |' in open(report).read()
 
 
 def test_runner_refuses_a_study_pinned_to_another_commit(tmp_path):
@@ -73,17 +95,6 @@ def test_runner_refuses_a_study_pinned_to_another_commit(tmp_path):
     with pytest.raises(SystemExit, match='pins the study to another commit or machine'):
         ablation.main(['--study', 'tiny', '--variants', 'naive', '--seeds', '0',
                        '--work-dir', str(work)])
-
-
-def test_rerender_from_json_is_what_the_docs_hold(tmp_path):
-    """docs/study*/results*.md are exactly the rendering of their JSON."""
-    from fuller.evaluation.ablation import render_report
-    docs = REPO_ROOT / 'docs'
-    pairs = sorted(docs.glob('study*/results*.json'))
-    assert pairs
-    for path in pairs:
-        data = json.loads(path.read_text())
-        assert render_report(data) == path.with_suffix('.md').read_text(), path
 
 
 def test_multitask_study_variants_exist():

@@ -23,7 +23,7 @@ from fuller.utils.checkpoint_loading import (CheckpointShapeMismatchError,
                                              load_checkpoint_partial,
                                              use_partial_loading)
 from mmdet3d.registry import MODELS
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 
 def _load_tool():
@@ -43,14 +43,8 @@ FULLER_CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle',
                   'barrier')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting
-    for a loaded CPU (sparse convs were 10x slower with two threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread is faster than several on a loaded CPU
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def bn(prefix, c):

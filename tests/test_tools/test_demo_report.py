@@ -8,7 +8,7 @@ import pytest
 
 from fuller.visualization.training_curves import (load_scalars,
                                                   task_loss_series)
-from tests.conftest import load_script
+from fuller.testing import load_script
 
 DET = 'NuScenes metric/pred_instances_3d_NuScenes/'
 TOKENS = ('a' * 32, 'b' * 32)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from fuller.utils.config_utils import load_config
 
-from tests.conftest import REPO_ROOT
+from fuller.testing import REPO_ROOT
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 ITERS = 8  # 2 epochs x 4 keyframes at batch 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fuller.utils.config_utils import load_config
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 CONFIG = REPO_ROOT / 'configs' / 'fuller' / 'fuller_tiny_1xb2-24e_synthetic-nus.py'
 TEST_PY = REPO_ROOT / 'tools' / 'test.py'
@@ -148,7 +148,8 @@ def test_dist_test_two_cpu_processes_match_one(test_run, ckpt, test_root,
     same submission and map files as one process."""
     single, _ = test_run
     out = tmp_path / 'ddp'
-    env = dict(os.environ, PORT='29631', PYTHONWARNINGS='ignore',
+    from fuller.testing.multiprocess import free_port
+    env = dict(os.environ, PORT=str(free_port()),  # torchrun's rendezvous port
                PATH=f'{os.path.dirname(sys.executable)}:{os.environ["PATH"]}')
     proc = subprocess.run(
         ['bash', str(REPO_ROOT / 'tools' / 'dist_test.sh'), str(CONFIG),

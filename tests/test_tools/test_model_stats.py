@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fuller.testing import build_model_from_config
-from tests.conftest import REPO_ROOT, load_script
+from fuller.testing import REPO_ROOT, load_script
 
 TINY = (REPO_ROOT / 'configs' / 'fuller' /
         'fuller_tiny_1xb2-24e_synthetic-nus.py')

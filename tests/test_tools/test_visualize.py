@@ -26,7 +26,7 @@ from fuller.visualization import (BOX_EDGES, BoxSet, CameraView,  # noqa: E402
                                   nusc_results_to_lidar)
 from fuller.visualization.sample_figure import (MAP_ALPHA,  # noqa: E402
                                                 MAP_COLOURS)
-from tests.conftest import load_script  # noqa: E402
+from fuller.testing import load_script  # noqa: E402
 
 CLASSES = ('car', 'truck', 'trailer', 'bus', 'construction_vehicle',
            'bicycle', 'motorcycle', 'pedestrian', 'traffic_cone', 'barrier')

@@ -1,35 +1,9 @@
-"""``'${...}'`` config references (fuller.utils.config_utils) and the geometry they read
-(fuller.structures.BEVGeometry), on hand-written config files and hand-computed numbers."""
+"""The values fuller.structures.BEVGeometry derives from a declared geometry (what
+fuller.utils.config_utils.check_config_consistency compares a config's modules and pipelines
+with; tests/test_config_check/ checks the configs themselves), on hand-computed numbers."""
 import pytest
 
 from fuller.structures import BEVGeometry, BEVGrid
-from fuller.utils.config_utils import load_config
-
-
-def _write(path, text):
-    path.write_text(text)
-    return str(path)
-
-
-def test_child_override_reaches_every_reference(tmp_path):
-    _write(tmp_path / 'base.py', "size = dict(w=3)\nlayer = dict(width='${size.w}', "
-           "name='net${size.w}.pth', pair=['${size.w}', 1])\n")
-    child = _write(tmp_path / 'child.py', "_base_ = ['./base.py']\nsize = dict(w=7)\n")
-    cfg = load_config(child)
-    assert cfg.layer.width == 7            # a whole-string reference keeps the type
-    assert cfg.layer.name == 'net7.pth'    # inside a longer string it is formatted in
-    assert cfg.layer.pair == [7, 1]
-    # --cfg-options are merged before resolving
-    assert load_config(child, {'size.w': 9}).layer.width == 9
-
-
-def test_missing_key_and_cycle_are_named(tmp_path):
-    missing = _write(tmp_path / 'missing.py', "a = dict(b='${nope.x}')\n")
-    with pytest.raises(KeyError, match=r'\$\{nope.x\} at a.b'):
-        load_config(missing)
-    cycle = _write(tmp_path / 'cycle.py', "a = '${b}'\nb = '${a}'\n")
-    with pytest.raises(ValueError, match='cycle'):
-        load_config(cycle)
 
 
 def test_geometry_derived_values_by_hand():

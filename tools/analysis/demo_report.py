@@ -21,16 +21,21 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from fuller.structures.nuscenes_world import MAP_CLASSES
-from fuller.utils.io import atomic_open
-
 DET = 'NuScenes metric/pred_instances_3d_NuScenes/'
-ROWS = [('mAP', DET + 'mAP'), ('NDS', DET + 'NDS'), ('mATE', DET + 'mATE'),
-        ('mASE', DET + 'mASE'), ('mAOE', DET + 'mAOE'),
-        ('mAVE', DET + 'mAVE'), ('mAAE', DET + 'mAAE'),
-        ('map mIoU@0.5 (fixed threshold)', 'map/mIoU@0.5'),
-        ('map mIoU@max (best threshold per class)', 'map/mIoU@max')] + [
-            (f'IoU@0.5 {c}', f'map/{c}/IoU@0.50') for c in MAP_CLASSES]
+
+
+def rows() -> List[Tuple[str, str]]:
+    """(label, metric key) of the table, per-class map rows last (fuller
+    is imported here, not at the top: `--help` answers at once)."""
+    from fuller.structures.nuscenes_world import MAP_CLASSES
+    return [('mAP', DET + 'mAP'), ('NDS', DET + 'NDS'), ('mATE', DET + 'mATE'),
+            ('mASE', DET + 'mASE'), ('mAOE', DET + 'mAOE'),
+            ('mAVE', DET + 'mAVE'), ('mAAE', DET + 'mAAE'),
+            ('map mIoU@0.5 (fixed threshold)', 'map/mIoU@0.5'),
+            ('map mIoU@max (best threshold per class)', 'map/mIoU@max')] + [
+                (f'IoU@0.5 {c}', f'map/{c}/IoU@0.50') for c in MAP_CLASSES]
+
+
 LOSS_PNG = 'loss_curves.png'
 PICTURES = 'pictures'
 
@@ -53,7 +58,7 @@ def load_metrics(path: str) -> Dict[str, float]:
 def metrics_table(runs: Sequence[Tuple[str, Dict[str, float]]]) -> List[str]:
     lines = ['| metric | ' + ' | '.join(name for name, _ in runs) + ' |',
              '| --- |' + ' --- |' * len(runs)]
-    for label, key in ROWS:
+    for label, key in rows():
         vals = [m.get(key) for _, m in runs]
         if all(v is None for v in vals):
             continue
@@ -214,6 +219,7 @@ def render(runs: Sequence[Tuple[str, Dict[str, float]]], notes: str = '',
 
 
 def write_atomic(path: str, text: str) -> None:
+    from fuller.utils.io import atomic_open
     with atomic_open(path) as f:
         f.write(text)
 

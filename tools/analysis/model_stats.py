@@ -48,11 +48,44 @@ from functools import partial
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
-import torch
-from mmengine.logging import MMLogger
-from mmengine.structures import InstanceData
-from torch import nn
+MODES = dict(predict='model.test_step, eval mode, no_grad',
+             loss="data_preprocessor + model(mode='loss'), train mode, "
+             'forward only')
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('config')
+    p.add_argument('--mode', choices=sorted(MODES), default='predict',
+                   help='predict: model.test_step (eval, no_grad); loss: '
+                   "model(mode='loss') in train mode, forward only")
+    p.add_argument('--repeat', type=int, default=5,
+                   help='timed runs (mean), after 1 warm-up')
+    p.add_argument('--batch-size', type=int, default=1)
+    p.add_argument('--points', type=int, default=None,
+                   help='LiDAR points per sample (default: 200000 for a '
+                   'config with eval max_voxels >= 100k, else 30000)')
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: torch\'s default)')
+    p.add_argument('--json', default=None, help='also write JSON here')
+    args = p.parse_args(argv)
+    if not os.path.isfile(args.config):
+        p.error(f'config file {args.config} does not exist')
+    if min(args.repeat, args.batch_size, args.points or 1,
+           args.threads or 1) < 1:
+        p.error('--repeat, --batch-size, --points and --threads must be '
+                'positive')
+    return args
+
+
+if __name__ == '__main__':
+    parse_args()  # `--help` and argument errors before the imports below (seconds)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
+from mmengine.structures import InstanceData  # noqa: E402
+from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fuller.testing import build_model_from_config  # noqa: E402
@@ -69,9 +102,6 @@ CAMERA_RING = ((0., (1.0, 0.0, -0.3)), (-55., (0.8, -0.5, -0.3)),
 ORIG_IMAGE = (900, 1600)  # nuScenes camera (H, W); focal 1266 px
 BEAMS_DEG = np.linspace(-30.67, 10.67, 32)  # HDL-32E elevation angles
 LIDAR_HEIGHT = 1.84  # m above the ground
-MODES = dict(predict='model.test_step, eval mode, no_grad',
-             loss="data_preprocessor + model(mode='loss'), train mode, "
-             'forward only')
 OUTSIDE = 'outside the stages'
 
 
@@ -345,31 +375,6 @@ def markdown(report: dict) -> str:
 def write_json_atomic(obj: dict, path: str) -> None:
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('config')
-    p.add_argument('--mode', choices=sorted(MODES), default='predict',
-                   help='predict: model.test_step (eval, no_grad); loss: '
-                   "model(mode='loss') in train mode, forward only")
-    p.add_argument('--repeat', type=int, default=5,
-                   help='timed runs (mean), after 1 warm-up')
-    p.add_argument('--batch-size', type=int, default=1)
-    p.add_argument('--points', type=int, default=None,
-                   help='LiDAR points per sample (default: 200000 for a '
-                   'config with eval max_voxels >= 100k, else 30000)')
-    p.add_argument('--threads', type=int, default=None,
-                   help='torch CPU threads (default: torch\'s default)')
-    p.add_argument('--json', default=None, help='also write JSON here')
-    args = p.parse_args(argv)
-    if not os.path.isfile(args.config):
-        p.error(f'config file {args.config} does not exist')
-    if min(args.repeat, args.batch_size, args.points or 1,
-           args.threads or 1) < 1:
-        p.error('--repeat, --batch-size, --points and --threads must be '
-                'positive')
-    return args
 
 
 def measure(args) -> dict:

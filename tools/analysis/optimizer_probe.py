@@ -54,18 +54,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import torch
-
-from fuller.calibration.calibration_hook import BEVFUSION_PARAM_PREFIXES
-from fuller.calibration.step_scaling import (BranchStepScaler,
-                                             group_parameters)
-from fuller.utils.io import atomic_open
-
-REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = REPO / 'configs' / '_base_' / 'models' / \
-    'bevfusion_multitask_tiny.py'
-GROUP_PREFIXES = dict(BEVFUSION_PARAM_PREFIXES, head_det=('heads.det.', ),
-                      head_seg=('heads.seg.', ))
 # name -> (calibrator settings, reference variant)
 VARIANTS = {
     'off': (dict(enable_task=False, enable_modality=False), None),
@@ -82,6 +70,41 @@ VARIANTS = {
 }
 CLIP_MAX_NORM = 35.0
 DEFAULT_LR = dict(adamw=2e-3, sgd=1e-2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out-dir', default='work_dirs/optimizer_probe')
+    parser.add_argument('--steps', type=int, default=12)
+    parser.add_argument('--num-batches', type=int, default=4)
+    parser.add_argument('--optimizers', nargs='+', default=['adamw', 'sgd'],
+                        choices=['adamw', 'sgd'])
+    parser.add_argument('--variants', nargs='+', default=None,
+                        choices=list(VARIANTS))
+    parser.add_argument('--adamw-lr', type=float, default=DEFAULT_LR['adamw'])
+    parser.add_argument('--sgd-lr', type=float, default=DEFAULT_LR['sgd'])
+    parser.add_argument('--clip-max-norm', type=float, default=CLIP_MAX_NORM,
+                        help='gradient clipping as the configs (35); 0: off')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', default='cpu')
+    return parser
+
+
+if __name__ == '__main__':
+    build_parser().parse_args()  # `--help` and argument errors before the imports below
+
+import torch  # noqa: E402
+
+from fuller.calibration.calibration_hook import BEVFUSION_PARAM_PREFIXES  # noqa: E402
+from fuller.calibration.step_scaling import (BranchStepScaler,  # noqa: E402
+                                             group_parameters)
+from fuller.utils.io import atomic_open  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_MODEL = REPO / 'configs' / '_base_' / 'models' / \
+    'bevfusion_multitask_tiny.py'
+GROUP_PREFIXES = dict(BEVFUSION_PARAM_PREFIXES, head_det=('heads.det.', ),
+                      head_seg=('heads.seg.', ))
 WEIGHT_DECAY = 0.01
 
 
@@ -279,20 +302,7 @@ def probe(steps: int = 12, num_batches: int = 4,
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out-dir', default='work_dirs/optimizer_probe')
-    parser.add_argument('--steps', type=int, default=12)
-    parser.add_argument('--num-batches', type=int, default=4)
-    parser.add_argument('--optimizers', nargs='+', default=['adamw', 'sgd'],
-                        choices=['adamw', 'sgd'])
-    parser.add_argument('--variants', nargs='+', default=None,
-                        choices=list(VARIANTS))
-    parser.add_argument('--adamw-lr', type=float, default=DEFAULT_LR['adamw'])
-    parser.add_argument('--sgd-lr', type=float, default=DEFAULT_LR['sgd'])
-    parser.add_argument('--clip-max-norm', type=float, default=CLIP_MAX_NORM,
-                        help='gradient clipping as the configs (35); 0: off')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--device', default='cpu')
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.steps < 1 or args.num_batches < 1:
         parser.error('--steps and --num-batches must be >= 1')

@@ -26,8 +26,6 @@ from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from fuller.utils.io import atomic_open
-
 Series = Dict[str, Tuple[List[float], List[float]]]
 PLAIN = '_plain'
 
@@ -82,6 +80,7 @@ def group_series(series: Series, prefix: str = 'calib/'
 
 
 def _save_atomic(fig, out_path: Path) -> None:
+    from fuller.utils.io import atomic_open  # not at the top: `--help` stays fast
     with atomic_open(str(out_path), 'wb') as f:
         fig.savefig(f, dpi=100, format='png')
 

@@ -10,7 +10,9 @@
         --ann-file infos/sample_a_infos_v2.pkl --out-dir pics/
 
 The config gives the data root, file prefixes, class names and the map grid;
-PNGs are named ``<sample token>.png``. Drawing: fuller.visualization.
+PNGs are named ``<sample token>.png``. With a checkpoint the model runs through
+fuller's inference API (``fuller.apis``: ``init_model`` + ``inference_multitask``,
+the predictions tools/test.py makes). Drawing: fuller.visualization.
 """
 import argparse
 import os
@@ -18,22 +20,10 @@ import os.path as osp
 import sys
 import time
 
-import matplotlib
-
-matplotlib.use('Agg')
-
-import numpy as np  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from fuller.utils.config_utils import load_config, set_data_root  # noqa: E402
-from fuller.visualization import (load_info_file, load_results_file,  # noqa: E402
-                                  load_sample_view, map_grid_of_pipeline,
-                                  merge_map_prediction, render_sample,
-                                  results_for_info, save_figure)
-from fuller.visualization.predictions import (  # noqa: E402
-    build_dataset, build_model, index_by_token, load_saved_map_prediction,
-    predict_one)
+import numpy as np
+# only the argument parser is imported up front (`--help` answers at once);
+# matplotlib, mmdet3d and fuller are imported once the arguments are valid
+from mmengine.config import DictAction
 
 
 def parse_args(argv=None):
@@ -87,6 +77,7 @@ def progress(items, desc: str = 'visualize'):
     ``[desc] i/N (elapsed s, eta: M:SS)`` after each item (logs, run_demo.sh's
     progress monitor)."""
     if sys.stdout.isatty():
+        from tqdm import tqdm
         yield from tqdm(items, desc=desc, file=sys.stdout)
         return
     start = time.perf_counter()
@@ -98,13 +89,43 @@ def progress(items, desc: str = 'visualize'):
               f'eta: {left // 60}:{left % 60:02d})', flush=True)
 
 
+def view_prediction(result) -> dict:
+    """A ``fuller.apis.MultiTaskResult`` in the layout
+    ``fuller.visualization.merge_map_prediction`` takes: gravity-centre
+    boxes (x, y, z, dx, dy, dz, yaw) in a ``BoxSet``, (C, Y, X) mask
+    probabilities, their grid and class names."""
+    import torch
+
+    from fuller.visualization import BoxSet
+    boxes = result.bboxes_3d
+    gravity = torch.cat([boxes.gravity_center, boxes.tensor[:, 3:7]], 1)
+    return dict(pred=BoxSet(gravity.numpy(), result.labels_3d.numpy(),
+                            result.scores_3d.numpy()),
+                pred_masks=(None if result.map_probs is None else
+                            result.map_probs.numpy()),
+                map_grid=result.map_grid, map_classes=result.map_classes)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    import matplotlib
+    matplotlib.use('Agg')
+    from mmengine.config import Config
+
+    from fuller.apis import build_sample_parser, inference_multitask, init_model
+    from fuller.utils.config_utils import (check_config_consistency,
+                                           set_data_root)
+    from fuller.visualization import (load_info_file, load_results_file,
+                                      load_sample_view, map_grid_of_pipeline,
+                                      merge_map_prediction, render_sample,
+                                      results_for_info, save_figure)
+    from fuller.visualization.predictions import load_saved_map_prediction
+    cfg = Config.fromfile(args.config)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    check_config_consistency(cfg)
     ds_cfg = cfg.test_dataloader.dataset
     data_root = ds_cfg.data_root
     ann_file = args.ann_file or f'nuscenes_infos_{args.split}.pkl'
@@ -114,11 +135,10 @@ def main(argv=None):
     map_grid = map_grid_of_pipeline(ds_cfg.pipeline)
     infos = pick_infos(load_info_file(ann_file), args.samples, args.tokens)
 
-    model = dataset = index = results = None
+    model = parser = results = None
     if args.checkpoint:
-        model = build_model(cfg, args.checkpoint)
-        dataset = build_dataset(cfg, ann_file)
-        index = index_by_token(dataset)
+        model = init_model(cfg, args.checkpoint, device='cpu')
+        parser = build_sample_parser(model.cfg)
     elif args.results:
         results = load_results_file(args.results)
 
@@ -128,8 +148,8 @@ def main(argv=None):
                                 class_names, map_grid)
         view.title = args.title
         if model is not None:
-            merge_map_prediction(view, predict_one(model, dataset,
-                                                   index[info['token']]))
+            merge_map_prediction(view, view_prediction(
+                inference_multitask(model, info, parser=parser)))
         elif results is not None:
             view.pred = results_for_info(results, info, class_names)
         if args.map_results:

@@ -27,13 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
-from torch import Tensor
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from fuller.models.view_transforms.bev_pool import (  # noqa: E402
-    bev_pool, flat_cell_index)
-
 
 @dataclass(frozen=True)
 class BenchSize:
@@ -58,6 +51,29 @@ SIZES: Dict[str, BenchSize] = {
     'small': BenchSize(1, 6, 59, (16, 44), 40, (1, 180, 180)),
     'tiny': BenchSize(2, 2, 6, (3, 5), 4, (2, 7, 9), 4.0),
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', nargs='+', choices=sorted(SIZES))
+    parser.add_argument('--device', help='cpu, cuda, cuda:1 ... '
+                        '(default: cuda if available)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--threads', type=int,
+                        help='torch CPU threads (default: torch default)')
+    return parser
+
+
+if __name__ == '__main__':
+    build_parser().parse_args()  # `--help` and argument errors before the imports below
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from fuller.models.view_transforms.bev_pool import (  # noqa: E402
+    bev_pool, flat_cell_index)
 
 
 class _CumsumPool(torch.autograd.Function):
@@ -225,14 +241,7 @@ def run(sizes: Optional[Sequence[str]] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', nargs='+', choices=sorted(SIZES))
-    parser.add_argument('--device', help='cpu, cuda, cuda:1 ... '
-                        '(default: cuda if available)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--repeat', type=int, default=5)
-    parser.add_argument('--threads', type=int,
-                        help='torch CPU threads (default: torch default)')
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

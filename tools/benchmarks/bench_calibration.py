@@ -32,11 +32,26 @@ import statistics
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-import torch
-from torch import Tensor, nn
 
-from fuller.calibration.calibrator import GradientCalibrator
-from fuller.calibration.task_weights import (compute_task_weights,
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--model', choices=['tiny', 'stand-in'],
+                        default='tiny', help="fuller's tiny multi-task model "
+                        'or a small stand-in conv model')
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--device', default='cpu')
+    return parser
+
+
+if __name__ == '__main__':
+    build_parser().parse_args()  # `--help` and argument errors before the imports below
+
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from fuller.calibration.calibrator import GradientCalibrator  # noqa: E402
+from fuller.calibration.task_weights import (compute_task_weights,  # noqa: E402
                                              modality_scales)
 
 Builder = Callable[[], Tuple[nn.Module, Callable[[nn.Module],
@@ -222,13 +237,7 @@ def build_tiny_multitask(device: str = 'cpu', batch: int = 2):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', choices=['tiny', 'stand-in'],
-                        default='tiny', help="fuller's tiny multi-task model "
-                        'or a small stand-in conv model')
-    parser.add_argument('--iters', type=int, default=10)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser = build_parser()
     args = parser.parse_args(argv)
     builder = None
     if args.model == 'tiny':

@@ -44,7 +44,28 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-import torch
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default='full',
+                        help="'full' (default), 'tiny' or a config path")
+    parser.add_argument('--device', help='cpu, cuda, ... (default: cuda if '
+                        'available)')
+    parser.add_argument('--cams', type=int,
+                        help='cameras per sample (default 6; tiny: 2)')
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 4])
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--skip-inference', action='store_true')
+    parser.add_argument('--out', help='write the report here as JSON')
+    return parser
+
+
+if __name__ == '__main__':
+    build_parser().parse_args()  # `--help` and argument errors before the imports below
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -263,19 +284,7 @@ def print_report(report: dict) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default='full',
-                        help="'full' (default), 'tiny' or a config path")
-    parser.add_argument('--device', help='cpu, cuda, ... (default: cuda if '
-                        'available)')
-    parser.add_argument('--cams', type=int,
-                        help='cameras per sample (default 6; tiny: 2)')
-    parser.add_argument('--batches', type=int, nargs='+', default=[1, 4])
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--iters', type=int, default=5)
-    parser.add_argument('--skip-train', action='store_true')
-    parser.add_argument('--skip-inference', action='store_true')
-    parser.add_argument('--out', help='write the report here as JSON')
+    parser = build_parser()
     args = parser.parse_args(argv)
     report = run(args.config, args.device, args.batches, args.warmup,
                  args.iters, args.skip_train, args.skip_inference,

@@ -15,8 +15,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {
     'shared': 'configs/bevfusion/bevfusion_tiny_1xb2-24e_synthetic-nus.py',
@@ -47,6 +45,8 @@ def _decoder_params(model) -> int:
 
 def run(argv=None) -> dict:
     args = parse_args(argv)
+    import torch
+
     import fuller  # noqa: F401  (registers the modules)
     from fuller.testing import build_model_from_config, make_multitask_batch
     torch.set_num_threads(args.threads)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..splits import SPLITS, get_split_scenes
+from ...structures.nuscenes_splits import SPLITS, get_split_scenes
 from .records import MapExpansion, make_token, static_tables
 from .scene import SceneLayout, build_road_map
 from .sensors import REAL_IMAGE_SIZE

@@ -48,6 +48,14 @@ def load_points(path: str,
                 allow_empty: bool = False) -> np.ndarray:
     """Read a float32 ``.bin`` point file as a (P, num_feats) array.
 
+    Args:
+        path: the point file (nuScenes ``.pcd.bin``: x, y, z, intensity,
+            ring index per point, so ``num_feats`` 5).
+        num_feats: float32 values per point.
+        backend_args: mmengine file backend arguments (None: local files).
+        allow_empty: return a (0, num_feats) array for a file with no points
+            instead of raising.
+
     Raises:
         FileNotFoundError: the file is missing.
         ValueError: its size is not a whole number of ``num_feats`` float32
@@ -186,7 +194,13 @@ def _check_jpeg_complete(buf: bytes, path: str) -> None:
 def load_image(path: str,
                color_type: str = 'color',
                backend_args: Optional[dict] = None) -> np.ndarray:
-    """Decode one image (H, W, 3) uint8 BGR; missing/corrupt -> error."""
+    """Decode one image (H, W, 3) uint8 BGR; missing/corrupt -> error.
+
+    Args:
+        path: the image file.
+        color_type: ``mmcv.imfrombytes`` flag (``'color'``: 3 channels).
+        backend_args: mmengine file backend arguments (None: local files).
+    """
     buf = _get_bytes(path, 'Image', backend_args)
     _check_jpeg_complete(buf, path)
     img = mmcv.imfrombytes(buf, flag=color_type, backend='cv2')

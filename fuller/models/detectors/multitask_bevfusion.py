@@ -81,6 +81,9 @@ class MultiTaskBEVFusion(Base3DDetector):
         grad_calibrator: kwargs of :class:`GradientCalibrator` (FULLER);
             None trains with the plain summed loss.
         nan_guard: raise on a non-finite loss, naming task, term and samples.
+        train_cfg, test_cfg: accepted only as None (what
+            ``mmdet3d.apis.init_model`` passes): the heads own their
+            training and testing settings (``det_head.train_cfg``, ...).
     """
 
     def __init__(self,
@@ -100,7 +103,14 @@ class MultiTaskBEVFusion(Base3DDetector):
                  loss_weights: Optional[Dict[str, float]] = None,
                  grad_calibrator: Optional[dict] = None,
                  nan_guard: bool = True,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
                  init_cfg=None) -> None:
+        if train_cfg is not None or test_cfg is not None:
+            raise ValueError(
+                'MultiTaskBEVFusion: train_cfg / test_cfg belong to the heads '
+                '(det_head.train_cfg, det_head.test_cfg); the detector takes '
+                'only None (what mmdet3d.apis.init_model passes)')
         super().__init__(data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
         camera = (img_backbone, img_neck, view_transform)
@@ -195,7 +205,8 @@ class MultiTaskBEVFusion(Base3DDetector):
         def fail(a: str, b: str, what: str, va, vb):
             raise ValueError(f'MultiTaskBEVFusion: {a} and {b} disagree on the '
                              f'{what}: {va} vs {vb} (configs derive both from '
-                             "'${geometry.*}' / '${channels.*}')")
+                             'their declared geometry / channels: '
+                             'python tools/misc/sync_config.py CONFIG)')
 
         branch_grids = {}
         if self.with_camera:

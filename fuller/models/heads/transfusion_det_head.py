@@ -27,6 +27,7 @@ Pipeline (after TransFusion, Bai et al., CVPR 2022):
 5. Inference: score = sigmoid(class logit) * heatmap score of the query's
    cell, kept only for the query's own heatmap class.
 """
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -68,7 +69,14 @@ def _pos_mlp(channels: int) -> nn.Module:
 
 
 class QueryDecoderLayer(nn.Module):
-    """Post-norm transformer decoder layer: self-attn, cross-attn, FFN."""
+    """Post-norm transformer decoder layer: self-attn, cross-attn, FFN.
+
+    Args:
+        channels: H, the width of queries and keys.
+        num_heads: attention heads of both attentions.
+        ffn_channels: hidden width of the FFN.
+        dropout: dropout rate of the attentions, the FFN and the residuals.
+    """
 
     def __init__(self, channels: int, num_heads: int, ffn_channels: int,
                  dropout: float):
@@ -107,8 +115,8 @@ class TransFusionDetHead(BaseModule):
         in_channels: C of the shared BEV map.
         num_classes: NC.
         input_grid: the BEV grid of the input map, a ``BEVGrid`` or
-            ``dict(x_range, y_range, cell_size)`` (a model config passes
-            ``'${geometry.bev_grid}'``).
+            ``dict(x_range, y_range, cell_size)`` (a model config holds
+            the BEV grid its declared geometry gives).
         num_proposals: P queries.
         hidden_channels, num_decoder_layers, num_heads, ffn_channels,
             dropout: transformer size.
@@ -199,12 +207,19 @@ class TransFusionDetHead(BaseModule):
                               dropout) for _ in range(num_decoder_layers))
         heads = {name: (s.stop - s.start, 2) for name, s in CODE_SLICES.items()}
         heads['cls'] = (self.num_classes, 2)
-        self.pred_heads = nn.ModuleList(
-            MODELS.build(dict(type='SeparateHead', in_channels=hidden_channels,
-                              heads=heads, head_conv=head_conv,
-                              conv_cfg=dict(type='Conv1d'),
-                              norm_cfg=dict(type='BN1d'), bias=True))
-            for _ in range(num_decoder_layers))
+        with warnings.catch_warnings():
+            # mmcv's ConvModule warns of a conv bias before a norm; the bias
+            # (bias=True, as BEVFusion's TransFusion prediction heads) is
+            # part of this head's parameters and checkpoints.
+            warnings.filterwarnings(
+                'ignore', message='Unnecessary conv bias before batch/instance norm',
+                category=UserWarning, module=r'mmcv\.cnn\.bricks\.conv_module\Z')
+            self.pred_heads = nn.ModuleList(
+                MODELS.build(dict(type='SeparateHead', in_channels=hidden_channels,
+                                  heads=heads, head_conv=head_conv,
+                                  conv_cfg=dict(type='Conv1d'),
+                                  norm_cfg=dict(type='BN1d'), bias=True))
+                for _ in range(num_decoder_layers))
         self._init_class_bias()
         gy, gx = torch.meshgrid(torch.arange(ny) + 0.5,
                                 torch.arange(nx) + 0.5, indexing='ij')
@@ -234,7 +249,8 @@ class TransFusionDetHead(BaseModule):
                 f'{self.input_grid.shape} from the head grid {self.input_grid}, '
                 f'got {tuple(feats_bev.shape)}. The decoder output stride '
                 'and the input_grid of the head must describe the same grid '
-                "(configs pass '${geometry.bev_grid}').")
+                '(python tools/misc/sync_config.py CONFIG lists the keys that '
+                'disagree with the declared geometry).')
 
     def forward(self, feats_bev: Tensor) -> Dict:
         """(B, C, Y, X) -> dict(dense_heatmap (B, NC, Y, X) logits,

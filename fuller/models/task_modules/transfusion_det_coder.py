@@ -116,6 +116,10 @@ def center_heatmap_targets(boxes_lidar: Tensor, labels: Tensor,
     Args:
         boxes_lidar: (G, >=7) LiDAR boxes (only x, y, l, w are used).
         labels: (G,) class indices in ``[0, num_classes)``.
+        grid: the BEV grid of the heatmap (Y, X cells).
+        num_classes: NC, heatmap channels.
+        gaussian_overlap: minimum overlap of ``gaussian_radius``.
+        min_radius: smallest radius, in cells.
 
     Returns:
         (NC, Y, X) float heatmap.
@@ -158,7 +162,12 @@ def code_weights_tensor(code_weights: Sequence[float]) -> Tensor:
 
 def axis_aligned_corners(boxes_lidar: Tensor) -> Tensor:
     """(..., >=6) bottom-centre boxes -> (..., 6) axis-aligned corners
-    (x1, y1, z1, x2, y2, z2), ignoring yaw (for the optional IoU loss)."""
+    (x1, y1, z1, x2, y2, z2), ignoring yaw (for the optional IoU loss).
+
+    Args:
+        boxes_lidar: (..., >=6) LiDAR-frame boxes (x, y, z, l, w, h, ...),
+            z at the bottom centre.
+    """
     half = boxes_lidar[..., 3:6] / 2
     center = torch.cat([boxes_lidar[..., :2],
                         boxes_lidar[..., 2:3] + half[..., 2:]], dim=-1)

@@ -51,6 +51,11 @@ def flat_cell_index(coords: Tensor, batch_size: int,
     The flat index of cell ``(b, z, y, x)`` is ``((b*Z + z)*Y + y)*X + x``;
     points outside ``[0, B) x [0, Z) x [0, Y) x [0, X)`` get the index
     ``B*Z*Y*X`` (one past the last cell).
+
+    Args:
+        coords: (P, 4) integer cell coordinates ``(b, z, y, x)``.
+        batch_size: B.
+        grid_shape: ``(Z, Y, X)``, cells of the pooling grid.
     """
     num_z, num_y, num_x = (int(s) for s in grid_shape)
     coords = coords.long()

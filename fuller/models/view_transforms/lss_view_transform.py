@@ -70,6 +70,17 @@ class BaseLSSViewTransform(BaseModule):
     materialising them (``bev_pool_triton``; CUDA, or CPU under
     ``TRITON_INTERPRET=1``); 'auto' uses 'triton' for CUDA inputs when triton
     is importable and 'torch' otherwise.
+
+    Args (keyword-only):
+        in_channels: C_in of the image features.
+        out_channels: C of the BEV map (also the context channels).
+        image_size: (H, W) of the network input.
+        feature_size: (fH, fW) of the image features.
+        dbound: (d_min, d_max, d_step) in metres; D depth bins.
+        xbound, ybound, zbound: (min, max, cell) of the pooling grid in the
+            augmented LiDAR frame; X, Y, Z cells.
+        downsample: stride of the conv block after pooling (1: none).
+        bev_pool_impl: 'auto', 'torch' or 'triton' (above).
     """
 
     uses_points = False  # True: forward also takes the LiDAR points (DepthLSS)
@@ -322,8 +333,14 @@ class DepthLSSViewTransform(BaseLSSViewTransform):
     by convs of total stride H / fH, concatenated with the image features and
     passed through a conv depth net to D + C channels.
 
-    Args: as ``LSSViewTransform``; the feature stride H / fH must equal
-    W / fW and be a multiple of 4.
+    Args (keyword-only):
+        in_channels, out_channels, image_size, feature_size, dbound, xbound,
+            ybound, zbound, downsample, bev_pool_impl: as in
+            ``LSSViewTransform``; the feature stride H / fH must equal
+            W / fW and be a multiple of 4.
+
+    Forward returns (B, C, Y', X') on ``output_grid``, as
+    ``LSSViewTransform``'s.
     """
 
     depth_enc_channels = (8, 32, 64)
