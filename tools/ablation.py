@@ -339,8 +339,8 @@ def _run(cmd: List[str], log_path: str) -> None:
         # editable mode from another checkout (a pinned worktree's runs must
         # run the worktree's code)
         path = os.environ.get('PYTHONPATH')
-        env = dict(os.environ, PYTHONPATH=ROOT + (os.pathsep + path
-                                                   if path else ''))
+        search = ROOT + (os.pathsep + path if path else '')
+        env = dict(os.environ, PYTHONPATH=search)
         proc = subprocess.run(cmd, cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
