@@ -88,6 +88,9 @@ STUDIES: Dict[str, Dict[str, Tuple[str, List[str]]]] = {
         'fuller-summag': (_TINY.format('fuller', 'fuller_tiny-summag'), []),
         'mgda-ub': (_TINY.format('fuller', 'fuller_tiny-mgda'), []),
         'pcgrad': (_TINY.format('fuller', 'fuller_tiny-pcgrad'), []),
+        # loss-rate task weighting (fuller.calibration.famo), added after
+        # docs/study-v3's pinned commit: measured only in a study of its own
+        'famo': (_TINY.format('study', 'bevfusion_tiny-famo'), []),
     },
     # The multi-task study (docs/study-v3): each setting's single-task
     # models, the plain sum, FULLER with the sum's length (and as published)

@@ -164,25 +164,25 @@ def test_check_fails_on_a_missing_anchor(docs_copy):
     assert '#no-such-heading' in problems[0]
 
 
-def test_check_fails_on_a_missing_path(docs_copy):
-    _append(docs_copy / 'docs' / 'user_guides' / 'data.md',
-            '\nRun `tools/create_data.py`, then `tools/no_such_tool.py`.\n'
-            '```bash\npython tools/train.py '
-            'configs/fuller/no_such_config.py\n```\n')
-    problems = docs_check.check_paths(docs_copy)
-    assert len(problems) == 2
-    assert "'tools/no_such_tool.py'" in problems[0]
-    assert "'configs/fuller/no_such_config.py'" in problems[1]
-
-
-def test_check_fails_on_a_renamed_fuller_object(docs_copy):
-    _append(docs_copy / 'docs' / 'advanced_guides' / 'model.md',
-            '\n`fuller.structures.BEVGeometry` and '
-            '`fuller.structures.BEVGeometri`, `fuller.no_such_module.x`\n')
-    problems = docs_check.check_python_names(docs_copy)
-    assert len(problems) == 2
-    assert "'fuller.structures.BEVGeometri'" in problems[0]
-    assert "'fuller.no_such_module.x'" in problems[1]
+@pytest.mark.parametrize('page, text, check, names', [
+    ('docs/user_guides/data.md',
+     '\nRun `tools/create_data.py`, then `tools/no_such_tool.py`.\n'
+     '```bash\npython tools/train.py configs/fuller/no_such_config.py\n```\n',
+     'check_paths',
+     ["'tools/no_such_tool.py'", "'configs/fuller/no_such_config.py'"]),
+    ('docs/advanced_guides/model.md',
+     '\n`fuller.structures.BEVGeometry` and `fuller.structures.BEVGeometri`, '
+     '`fuller.no_such_module.x`\n',
+     'check_python_names',
+     ["'fuller.structures.BEVGeometri'", "'fuller.no_such_module.x'"]),
+], ids=['missing-path', 'renamed-fuller-object'])
+def test_check_fails_on_a_wrong_name(docs_copy, page, text, check, names):
+    """Only the wrong names of ``text`` are reported, in order."""
+    _append(docs_copy / page, text)
+    problems = getattr(docs_check, check)(docs_copy)
+    assert len(problems) == len(names)
+    for problem, name in zip(problems, names):
+        assert name in problem
 
 
 def test_check_fails_on_a_hand_edited_study_number(docs_copy):

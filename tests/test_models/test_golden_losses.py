@@ -46,6 +46,7 @@ Updating a golden value on purpose (a change that should alter a loss):
 4. paste the measured dict over the recorded one below and say why in the
    commit message.
 """
+import contextlib
 import math
 
 import torch
@@ -204,28 +205,30 @@ def head_losses(head, feats, samples) -> dict:
     return {k: v.item() for k, v in losses.items()}
 
 
-def measure_det_head() -> dict:
+@contextlib.contextmanager
+def seeded_head(config, key: str, **overrides):
+    """The head ``key`` of ``config``'s model with ``overrides`` set,
+    built and initialised under seed 0, inside one thread."""
     init_default_scope('mmdet3d')
-    cfg = load_model_cfg(FULLER_TINY).det_head
-    cfg.input_grid = dict(x_range=(-27.0, 27.0), y_range=(-18.0, 18.0),
-                          cell_size=0.6)
+    cfg = load_model_cfg(config)[key]
+    cfg.update(overrides)
     with one_thread():
         torch.manual_seed(0)
         head = MODELS.build(cfg)
         head.init_weights()
+        yield head
+
+
+def measure_det_head() -> dict:
+    grid = dict(x_range=(-27.0, 27.0), y_range=(-18.0, 18.0), cell_size=0.6)
+    with seeded_head(FULLER_TINY, 'det_head', input_grid=grid) as head:
         feats = seeded_map((2, head.in_channels, 60, 90), seed=1)
-        measured = head_losses(head, feats, [
+        return head_losses(head, feats, [
             det_sample([CAR, BUS], [0, 3]), det_sample([BUS], [3])])
-    return measured
 
 
 def measure_seg_head() -> dict:
-    init_default_scope('mmdet3d')
-    cfg = load_model_cfg(FULLER_TINY).seg_head
-    with one_thread():
-        torch.manual_seed(0)
-        head = MODELS.build(cfg)
-        head.init_weights()
+    with seeded_head(FULLER_TINY, 'seg_head') as head:
         ny, nx = head.input_grid.shape
         feats = seeded_map((2, head.in_channels, ny, nx), seed=2)
         samples = []
@@ -238,23 +241,14 @@ def measure_seg_head() -> dict:
             masks[5, 99 + shift] = True                 # a divider line
             sample.gt_masks_bev = masks
             samples.append(sample)
-        measured = head_losses(head, feats, samples)
-    return measured
+        return head_losses(head, feats, samples)
 
 
 def measure_center_head() -> dict:
-    init_default_scope('mmdet3d')
-    cfg = load_model_cfg(CENTERHEAD).det_head
-    with one_thread():
-        torch.manual_seed(0)
-        head = MODELS.build(cfg)
-        head.init_weights()
+    with seeded_head(CENTERHEAD, 'det_head') as head:
         feats = seeded_map((2, head.in_channels, 90, 90), seed=3)
-        torch.manual_seed(0)
-        losses = head.loss([feats], [det_sample([CAR, BUS], [0, 3]),
-                                     det_sample([BUS], [3])])
-        measured = {k: v.item() for k, v in losses.items()}
-    return measured
+        return head_losses(head, [feats], [
+            det_sample([CAR, BUS], [0, 3]), det_sample([BUS], [3])])
 
 
 def test_transfusion_head_losses():

@@ -68,41 +68,48 @@ MAP_KEY = 'NuScenes metric/pred_instances_3d_NuScenes/mAP'
 RANDOM_STEPS = ('BEVGlobalRotScaleTrans', 'BEVRandomFlip3D', 'PointShuffle')
 
 
-def test_short_run_beats_the_untrained_model(synthetic_dataroot, tmp_path):
-    from mmengine.runner import Runner
-
+def _train_on_the_test_split(config, dataroot, work_dir, epochs: int):
+    """``config`` at seed 0 training ``epochs`` epochs on the test split
+    of the dataset at ``dataroot``, with no validation or checkpoint on
+    the way."""
     from fuller.utils.config_utils import load_config, set_data_root
+    cfg = load_config(str(config))
+    set_data_root(cfg, str(dataroot))
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=0)
+    cfg.train_dataloader.dataset.ann_file = cfg.test_dataloader.dataset.ann_file
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = epochs + 1
+    cfg.default_hooks.checkpoint.interval = epochs + 1
+    return cfg
+
+
+def _test_before_and_after_training(cfg):
+    """The test metrics of the model built from ``cfg``, untrained and
+    after its training."""
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg)
+    untrained = runner.test()
+    runner.train()
+    return untrained, runner.test()
+
+
+def test_short_run_beats_the_untrained_model(synthetic_dataroot, tmp_path):
     with one_thread():
-        cfg = load_config(str(CONFIG))
-        set_data_root(cfg, str(synthetic_dataroot))
-        cfg.work_dir = str(tmp_path)
-        cfg.randomness = dict(seed=0)
-        cfg.train_dataloader.dataset.ann_file = cfg.test_dataloader.dataset.ann_file
-        cfg.train_cfg.max_epochs = EPOCHS
-        cfg.train_cfg.val_interval = EPOCHS + 1
-        cfg.default_hooks.checkpoint.interval = EPOCHS + 1
+        cfg = _train_on_the_test_split(CONFIG, synthetic_dataroot, tmp_path, EPOCHS)
         for hook in cfg.custom_hooks:
             if hook.type == 'GradientCalibrationHook':
                 hook.warmup_iters = 0
-        runner = Runner.from_cfg(cfg)
-        untrained = runner.test()
-        runner.train()
-        trained = runner.test()
+        untrained, trained = _test_before_and_after_training(cfg)
     assert untrained[MIOU_KEY] < MIOU_MAX_THRESHOLD < trained[MIOU_KEY], (
         untrained, trained)
 
 
 def test_detection_fits_four_samples(synthetic_dataroot, tmp_path):
-    from mmengine.runner import Runner
-
-    from fuller.utils.config_utils import load_config, set_data_root
     with one_thread():
-        cfg = load_config(str(DET_CONFIG))
-        set_data_root(cfg, str(synthetic_dataroot))
-        cfg.work_dir = str(tmp_path)
-        cfg.randomness = dict(seed=0)
+        cfg = _train_on_the_test_split(DET_CONFIG, synthetic_dataroot, tmp_path,
+                                       DET_EPOCHS)
         train = cfg.train_dataloader.dataset
-        train.ann_file = cfg.test_dataloader.dataset.ann_file
         test_aug = [step for step in cfg.test_dataloader.dataset.pipeline
                     if step['type'] == 'ImageAug3D']
         train.pipeline = [
@@ -110,14 +117,8 @@ def test_detection_fits_four_samples(synthetic_dataroot, tmp_path):
             for step in train.pipeline if step['type'] not in RANDOM_STEPS]
         cfg.optim_wrapper.optimizer.lr = DET_LR
         cfg.param_scheduler = []
-        cfg.train_cfg.max_epochs = DET_EPOCHS
-        cfg.train_cfg.val_interval = DET_EPOCHS + 1
-        cfg.default_hooks.checkpoint.interval = DET_EPOCHS + 1
         # mmengine keeps one visualizer a name per process, and warns on a second
         cfg.visualizer.name = 'detection_learning_check'
-        runner = Runner.from_cfg(cfg)
-        untrained = runner.test()
-        runner.train()
-        trained = runner.test()
+        untrained, trained = _test_before_and_after_training(cfg)
     assert untrained[MAP_KEY] < DET_MAP_THRESHOLD < trained[MAP_KEY], (
         untrained[MAP_KEY], trained[MAP_KEY])

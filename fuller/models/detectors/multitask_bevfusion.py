@@ -29,7 +29,10 @@ Either modality can be switched off by leaving its modules out of the
 config (camera-only / LiDAR-only), either task by leaving its head out
 (single-task baselines). Losses are returned per task with the prefix
 ``<task>/`` (e.g. ``det/loss_heatmap``, ``seg/loss_divider``), each scaled by
-``loss_weights[task]``.
+``loss_weights[task]``; with a ``loss_balancer`` (FAMO) each task's terms are
+further scaled by the balancer's factor for the step, and the unbalanced
+task totals and task weights are logged as ``famo/task_total/<task>`` and
+``famo/weight/<task>``.
 """
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Union
@@ -80,6 +83,10 @@ class MultiTaskBEVFusion(Base3DDetector):
         loss_weights: per-task loss scale, default 1.0 each.
         grad_calibrator: kwargs of :class:`GradientCalibrator` (FULLER);
             None trains with the plain summed loss.
+        loss_balancer: a loss-rate task weighting, e.g.
+            ``dict(type='FAMOWeighting')`` (:mod:`fuller.calibration.famo`,
+            driven by ``FAMOHook``); needs both heads and excludes the
+            calibrator's task level (both would weight the tasks).
         nan_guard: raise on a non-finite loss, naming task, term and samples.
         train_cfg, test_cfg: accepted only as None (what
             ``mmdet3d.apis.init_model`` passes): the heads own their
@@ -102,6 +109,7 @@ class MultiTaskBEVFusion(Base3DDetector):
                                       Mapping[str, Optional[dict]]] = (),
                  loss_weights: Optional[Dict[str, float]] = None,
                  grad_calibrator: Optional[dict] = None,
+                 loss_balancer: Optional[dict] = None,
                  nan_guard: bool = True,
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
@@ -160,6 +168,19 @@ class MultiTaskBEVFusion(Base3DDetector):
         self.loss_weights = {t: float(weights.get(t, 1.0)) for t in heads}
         self.grad_calibrator = (None if grad_calibrator is None else
                                 GradientCalibrator(**grad_calibrator))
+        self.loss_balancer = None
+        if loss_balancer is not None:
+            if len(heads) < 2:
+                raise ValueError('MultiTaskBEVFusion: loss_balancer needs two '
+                                 f'task heads; configured: {sorted(heads)}')
+            if self.grad_calibrator is not None and \
+                    self.grad_calibrator.enable_task:
+                raise ValueError(
+                    'MultiTaskBEVFusion: loss_balancer and the calibrator\'s '
+                    'task level both weight the tasks; set '
+                    'grad_calibrator.enable_task=False or drop one')
+            self.loss_balancer = MODELS.build(
+                dict(loss_balancer, tasks=tuple(heads)))
         self.nan_guard = nan_guard
         self._spconv_device = None
 
@@ -331,9 +352,34 @@ class MultiTaskBEVFusion(Base3DDetector):
                 if 'loss' in name:
                     value = value * self.loss_weights[task]
                 losses[f'{task}/{name}'] = value
+        if self.loss_balancer is not None:
+            losses = self._balance(losses)
         if self.nan_guard:
             self._check_finite(losses, batch_data_samples)
         return losses
+
+    def _balance(self, losses: dict) -> dict:
+        """Each task's loss terms times the balancer's factor for this step
+        (a constant), plus the logged task totals and weights."""
+        totals = {}
+        for task in self.tasks:
+            terms = [v for name, value in losses.items()
+                     if name.startswith(f'{task}/') and 'loss' in name
+                     for v in (value if isinstance(value, (list, tuple)) else [value])]
+            totals[task] = sum(terms)
+        factors = self.loss_balancer.factors(totals)
+        weights = self.loss_balancer.weights()
+        out = {}
+        for name, value in losses.items():
+            task = name.split('/', 1)[0]
+            if 'loss' in name:
+                value = ([v * factors[task] for v in value]
+                         if isinstance(value, (list, tuple)) else value * factors[task])
+            out[name] = value
+        for task in self.tasks:
+            out[f'famo/task_total/{task}'] = totals[task].detach()
+            out[f'famo/weight/{task}'] = weights[task]
+        return out
 
     def _check_finite(self, losses: dict, batch_data_samples) -> None:
         bad = []
