@@ -41,6 +41,8 @@ Usage::
     python tools/benchmark.py --device cuda view_transform
     python tools/benchmarks/bench_view_transform.py --device cuda --out vt.json
 """
+from __future__ import annotations
+
 import argparse
 import json
 import math
@@ -49,10 +51,12 @@ import pickle
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: --help stays fast
+    import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -130,6 +134,7 @@ def info_rig(path: str, cams: int, image_size: Sequence[int]):
 
 
 def build(size: dict, impl: str, device: torch.device, seed: int = 0):
+    import torch
     from fuller.models.view_transforms import LSSViewTransform
     img_h, img_w = size['image_size']
     ext, cell = size['half_extent'], size['cell']
@@ -145,6 +150,7 @@ def build(size: dict, impl: str, device: torch.device, seed: int = 0):
 
 
 def _sync(device: torch.device) -> None:
+    import torch
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
 
@@ -153,6 +159,7 @@ def measure(fns: Dict[str, Callable[[], object]], device: torch.device,
             warmup: int, repeat: int) -> Dict[str, dict]:
     """Fastest time and (CUDA) peak extra memory of each function; calls
     interleaved so that outside load hits every contender alike."""
+    import torch
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -179,6 +186,8 @@ def run(size_name: Optional[str] = None, device: Optional[str] = None,
         info: Optional[str] = None, warmup: int = 2, repeat: int = 5,
         impls: Optional[Sequence[str]] = None) -> dict:
     """Measure both pools at ``size_name``; returns the JSON report."""
+    import torch
+
     from fuller.models.view_transforms import triton_available
     dev = torch.device(device or ('cuda' if torch.cuda.is_available()
                                   else 'cpu'))
