@@ -19,12 +19,14 @@ OPTS=(--study multitask --data-root "$DATA" --work-dir "$CHECKOUT/work_dirs/stud
       --record-dir "$CHECKOUT/docs/study-v3/runs" --epochs 4 --seeds 0 1 2 3 4 --data-command "$DATA_CMD"
       --cfg-options val_dataloader.dataset.metainfo.version=v1.0-trainval
                     test_dataloader.dataset.metainfo.version=v1.0-trainval)
-# Priority (issue 21): capacity, then the static-weight front, then per-task decoders, then schedule.
+# Priority (issue 21): capacity, then the static-weight front, then per-task decoders, then schedule;
+# FULLER as published (IMTL-G with its own weights) at width 64 where the budget allows.
 PHASES=(
   "det-only seg-only naive fuller-summag"
   "det-only-w128 seg-only-w128 naive-w128 fuller-summag-w128"
   "naive-seg3 naive-seg10 naive-seg30"
   "naive-taskdec fuller-summag-taskdec"
+  "fuller"
   "det-only-w256 seg-only-w256 naive-w256 fuller-summag-w256"
   "naive-seg3-w256 naive-seg10-w256 naive-seg30-w256"
   "det-only-e12 seg-only-e12 naive-e12 fuller-summag-e12"

@@ -28,12 +28,14 @@ in checkpoints and restored on resume; the main optimiser never sees them.
 In distributed training delta is averaged over the ranks before the step,
 so every rank keeps the same weights.
 """
+import contextlib
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dist import all_reduce
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
+from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
 
 from mmdet3d.registry import HOOKS, MODELS
@@ -136,10 +138,11 @@ class FAMOWeighting(nn.Module):
 class FAMOHook(Hook):
     """Drives the model's ``loss_balancer`` (:class:`FAMOWeighting`): after
     each optimiser step it computes the task losses again on the same batch
-    (no gradient; the model's buffers, e.g. BatchNorm statistics, are put
-    back afterwards) and updates the FAMO logits. Costs one forward pass per
-    iteration. Gradient accumulation is refused (the logits would update
-    between the model's steps).
+    (no gradient, in the optimiser wrapper's context, e.g. AMP's autocast;
+    the model's buffers, e.g. BatchNorm statistics, are put back afterwards)
+    and updates the FAMO logits. Costs one forward pass per iteration.
+    Gradient accumulation is refused (the logits would update between the
+    model's steps).
 
     Config use::
 
@@ -173,7 +176,11 @@ class FAMOHook(Hook):
         before = dict(balancer.last_losses)
         buffers = {name: buf.clone() for name, buf in model.named_buffers()
                    if not name.startswith('loss_balancer.')}
-        with torch.no_grad():
+        wrapper = runner.optim_wrapper
+        # the training forward's precision (AmpOptimWrapper: autocast)
+        context = (wrapper.optim_context(model) if isinstance(wrapper, OptimWrapper)
+                   else contextlib.nullcontext())
+        with torch.no_grad(), context:
             data = model.data_preprocessor(data_batch, True)
             model(**data, mode='loss')
             for name, buf in model.named_buffers():
