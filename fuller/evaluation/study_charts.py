@@ -7,7 +7,8 @@
   right corner formed by the two lines matches both single-task models.
 * Penalty chart: per task (mAP vs detection-only, mIoU@0.5 vs map-only), the
   mean paired difference multi-task minus single-task with its 95 %
-  t-interval, per setting (x) and variant (colour).
+  t-interval, per setting (x) and variant (colour); a cell with fewer than
+  two paired seeds (no interval) is left out.
 
 ``runs[variant][seed] = metrics`` as in :mod:`fuller.evaluation.ablation`;
 ``settings[name] = {det_only, seg_only, multitask: [variants]}``.
@@ -111,7 +112,7 @@ def penalty_chart(runs: Mapping, settings: Mapping[str, Dict], path: str,
                     continue
                 c = compare(runs[variant], runs[spec[ref]], _KEYS[label],
                             margin)
-                if c is None:
+                if c is None or len(c['seeds']) < 2:  # no interval yet
                     continue
                 xs.append(j + i * width)
                 ys.append(c['mean'])

@@ -164,3 +164,32 @@ def test_report_renders_from_json_round_trip():
 def test_unknown_baseline():
     with pytest.raises(KeyError, match='baseline'):
         summarize(_runs(), 'missing')
+
+
+def test_penalty_chart_draws_only_cells_with_an_interval(tmp_path, monkeypatch):
+    """Per task one point per (setting, variant) with two or more paired
+    seeds, at the mean paired difference with the interval's half-width:
+    naive's mAP diffs -0.10, -0.12, -0.14 -> mean -0.12, half T2 * 0.02 /
+    sqrt(3); 'one' has a single seed and is left out."""
+    from matplotlib.axes import Axes
+
+    from fuller.evaluation.study_charts import penalty_chart
+    drawn = []
+    monkeypatch.setattr(Axes, 'errorbar', lambda self, x, y, yerr=None, **kw:
+                        drawn.append((kw.get('label'), list(y), list(yerr))))
+    runs = {
+        'det-only': {0: {MAP: 0.30}, 1: {MAP: 0.32}, 2: {MAP: 0.34}},
+        'seg-only': {0: {MIOU: 0.60}, 1: {MIOU: 0.61}, 2: {MIOU: 0.62}},
+        'naive': {0: {MAP: 0.20, MIOU: 0.60}, 1: {MAP: 0.20, MIOU: 0.61},
+                  2: {MAP: 0.20, MIOU: 0.62}},
+        'one': {0: {MAP: 0.25, MIOU: 0.40}},
+    }
+    settings = {'w64': dict(det_only='det-only', seg_only='seg-only',
+                            multitask=['naive', 'one'])}
+    penalty_chart(runs, settings, str(tmp_path / 'penalty.png'))
+    assert (tmp_path / 'penalty.png').is_file()
+    assert [d[0] for d in drawn] == ['naive', 'naive']   # mAP, mIoU@0.5
+    (_, map_y, map_h), (_, miou_y, miou_h) = drawn
+    assert map_y == pytest.approx([-0.12])
+    assert map_h == pytest.approx([T2 * 0.02 / math.sqrt(3)], rel=1e-5)
+    assert miou_y == pytest.approx([0.0]) and miou_h == pytest.approx([0.0])
