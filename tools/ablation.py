@@ -59,7 +59,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from fuller.evaluation.ablation import (MARGIN, penalty,  # noqa: E402
-                                        plot, render_report, summarize)
+                                        plot, render_report, summarize,
+                                        versus)
 from fuller.evaluation.study_charts import (pareto_chart,  # noqa: E402
                                             penalty_chart)
 from fuller.utils.io import atomic_open  # noqa: E402
@@ -150,15 +151,18 @@ for _setting, (_suffix, _roles) in SETTINGS.items():
 
 
 def penalty_settings(variants) -> Dict[str, Dict]:
-    """{setting: {det_only, seg_only, multitask}} for the multitask study's
-    penalty tables; per-task decoders are judged against the shared-decoder
-    single-task models (one task alone has nothing to share)."""
+    """{setting: {det_only, seg_only, plain_sum, multitask}} for the
+    multitask study's penalty tables and its comparisons with the setting's
+    plain sum; per-task decoders are judged against the shared-decoder
+    single-task models and plain sum (one task alone has nothing to share;
+    the shared plain sum is what a per-task decoder replaces)."""
     out = {}
     for setting, (suffix, roles) in SETTINGS.items():
         ref = '' if setting == 'taskdec' else suffix
         mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
         out[setting] = dict(det_only='det-only' + ref,
                             seg_only='seg-only' + ref,
+                            plain_sum='naive' + ref,
                             multitask=[v for v in mt if v in variants])
     return out
 
@@ -515,6 +519,9 @@ def write_outputs(data: Dict, base: str) -> str:
         data['penalty'] = {
             name: penalty(runs, spec['det_only'], spec['seg_only'],
                           spec['multitask'], margin)
+            for name, spec in data['penalty_settings'].items()}
+        data['versus_sum'] = {
+            name: versus(runs, spec.get('plain_sum', ''), spec['multitask'], margin)
             for name, spec in data['penalty_settings'].items()}
     text = render_report(data)
     if data.get('penalty_settings'):

@@ -151,6 +151,27 @@ def penalty(runs: Runs, det_only: str, seg_only: str,
     return out
 
 
+def versus(runs: Runs, reference: str, variants: Sequence[str],
+           margin: float = MARGIN) -> Dict:
+    """{variant: {label: paired comparison}}: each of ``variants`` (but
+    ``reference`` itself) minus ``reference`` on every headline metric both
+    report, in the shape of :func:`penalty`."""
+    out: Dict = {}
+    if reference not in runs:
+        return out
+    for variant in variants:
+        if variant == reference or variant not in runs:
+            continue
+        by_label = {}
+        for label, key in HEADLINE:
+            c = compare(runs[variant], runs[reference], key, margin)
+            if c is not None:
+                by_label[label] = dict(c, reference=reference)
+        if by_label:
+            out[variant] = by_label
+    return out
+
+
 def _fmt(x: Optional[float], digits: int = 3) -> str:
     return '-' if x is None or not math.isfinite(x) else f'{x:.{digits}f}'
 
@@ -207,7 +228,8 @@ def render_markdown(summary: Dict, baseline: str,
 
 
 def render_penalty(table: Dict, margin: float = MARGIN) -> str:
-    """The multi-task penalty (:func:`penalty`) as a Markdown table."""
+    """The multi-task penalty (:func:`penalty`) or a comparison with one
+    reference (:func:`versus`) as a Markdown table."""
     labels = DET_LABELS + SEG_LABELS
     refs = {}
     for by_label in table.values():
@@ -249,6 +271,13 @@ def render_report(data: Dict) -> str:
             parts.append(f'## Multi-task penalty: `{name}`\n\n'
                          'Multi-task minus single-task, per task. ' +
                          _rule(margin) + '\n\n' + render_penalty(table, margin))
+        against = versus(runs, spec.get('plain_sum', ''), spec['multitask'],
+                         margin)
+        if against:
+            parts.append(f'### Against the plain sum of `{name}`\n\n'
+                         f"Each other multi-task variant minus "
+                         f"`{spec['plain_sum']}`.\n\n" +
+                         render_penalty(against, margin))
     chart = data.get('chart', 'results.png')
     parts.append(f'![chart]({chart})\n')
     if data.get('penalty_settings'):

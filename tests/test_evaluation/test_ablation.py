@@ -10,7 +10,8 @@ import pytest
 
 from fuller.evaluation.ablation import (DET_PREFIX, paired_interval,
                                         penalty, render_markdown,
-                                        render_report, summarize, verdict)
+                                        render_report, summarize, verdict,
+                                        versus)
 
 MAP = DET_PREFIX + 'mAP'
 MIOU = 'map/mIoU@0.5'
@@ -132,6 +133,21 @@ def test_penalty_is_multitask_minus_single_task_per_task():
     assert seg['reference'] == 'seg-only'
     assert seg['diffs'] == pytest.approx([0.0, 0.0, 0.0])
     assert seg['verdict'] == 'equivalent'  # interval [0, 0] inside ±0.01
+
+
+def test_versus_compares_every_other_variant_with_one_reference():
+    runs = _runs()
+    table = versus(runs, 'naive', ['naive', 'a', 'absent'])
+    assert set(table) == {'a'}                      # not itself, not absent
+    assert set(table['a']) == {'mAP', 'mIoU@0.5'}   # the metrics both report
+    det = table['a']['mAP']
+    assert det['reference'] == 'naive'
+    # diffs +0.05, +0.10, +0.03: mean 0.06, sd sqrt(0.0013), half T2 sd/sqrt(3)
+    assert det['diffs'] == pytest.approx([0.05, 0.10, 0.03])
+    half = T2 * math.sqrt(0.0013) / math.sqrt(3)
+    assert (det['low'], det['high']) == pytest.approx((0.06 - half, 0.06 + half))
+    assert table['a']['mIoU@0.5']['diffs'] == pytest.approx([0.30] * 3)
+    assert versus(runs, 'no-such-sum', ['a']) == {}
 
 
 def test_markdown_lists_every_variant_and_difference():
