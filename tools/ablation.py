@@ -60,7 +60,7 @@ sys.path.insert(0, ROOT)
 
 from fuller.evaluation.ablation import (MARGIN, penalty,  # noqa: E402
                                         plot, render_report, summarize,
-                                        versus)
+                                        versus, versus_front)
 from fuller.evaluation.study_charts import (pareto_chart,  # noqa: E402
                                             penalty_chart)
 from fuller.utils.io import atomic_open  # noqa: E402
@@ -151,11 +151,12 @@ for _setting, (_suffix, _roles) in SETTINGS.items():
 
 
 def penalty_settings(variants) -> Dict[str, Dict]:
-    """{setting: {det_only, seg_only, plain_sum, multitask}} for the
-    multitask study's penalty tables and its comparisons with the setting's
-    plain sum; per-task decoders are judged against the shared-decoder
-    single-task models and plain sum (one task alone has nothing to share;
-    the shared plain sum is what a per-task decoder replaces)."""
+    """{setting: {det_only, seg_only, plain_sum, multitask, calibrations,
+    front}} for the multitask study's penalty tables and its comparisons
+    with the setting's plain sum and static-weight front; per-task decoders
+    are judged against the shared-decoder single-task models and plain sum
+    (one task alone has nothing to share; the shared plain sum is what a
+    per-task decoder replaces)."""
     out = {}
     for setting, (suffix, roles) in SETTINGS.items():
         ref = '' if setting == 'taskdec' else suffix
@@ -163,7 +164,11 @@ def penalty_settings(variants) -> Dict[str, Dict]:
         out[setting] = dict(det_only='det-only' + ref,
                             seg_only='seg-only' + ref,
                             plain_sum='naive' + ref,
-                            multitask=[v for v in mt if v in variants])
+                            multitask=[v for v in mt if v in variants],
+                            calibrations=[v for v in mt if v.startswith('fuller')
+                                          and v in variants],
+                            front=[f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS
+                                   if f'naive-seg{w}{suffix}' in variants])
     return out
 
 
@@ -522,6 +527,10 @@ def write_outputs(data: Dict, base: str) -> str:
             for name, spec in data['penalty_settings'].items()}
         data['versus_sum'] = {
             name: versus(runs, spec.get('plain_sum', ''), spec['multitask'], margin)
+            for name, spec in data['penalty_settings'].items()}
+        data['versus_front'] = {
+            name: versus_front(runs, spec.get('calibrations', []), spec.get('front', []),
+                               margin)
             for name, spec in data['penalty_settings'].items()}
     text = render_report(data)
     if data.get('penalty_settings'):

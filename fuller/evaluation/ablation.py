@@ -172,6 +172,19 @@ def versus(runs: Runs, reference: str, variants: Sequence[str],
     return out
 
 
+def versus_front(runs: Runs, calibrations: Sequence[str],
+                 front: Sequence[str], margin: float = MARGIN) -> Dict:
+    """{calibration: {front variant: {label: paired comparison}}}: each
+    calibrated variant minus each point of the static-weight front."""
+    out: Dict = {}
+    for cal in calibrations:
+        rows = {f: versus(runs, f, [cal], margin).get(cal) for f in front}
+        rows = {f: r for f, r in rows.items() if r}
+        if rows:
+            out[cal] = rows
+    return out
+
+
 def _fmt(x: Optional[float], digits: int = 3) -> str:
     return '-' if x is None or not math.isfinite(x) else f'{x:.{digits}f}'
 
@@ -227,16 +240,19 @@ def render_markdown(summary: Dict, baseline: str,
     return '\n'.join(lines) + '\n'
 
 
-def render_penalty(table: Dict, margin: float = MARGIN) -> str:
-    """The multi-task penalty (:func:`penalty`) or a comparison with one
-    reference (:func:`versus`) as a Markdown table."""
+def render_penalty(table: Dict, margin: float = MARGIN,
+                   row_title: str = 'multi-task variant') -> str:
+    """The multi-task penalty (:func:`penalty`) or comparisons
+    (:func:`versus`) as a Markdown table, one row per key of ``table``; a
+    column names its reference where every row has the same one."""
     labels = DET_LABELS + SEG_LABELS
-    refs = {}
+    refs: Dict[str, set] = {}
     for by_label in table.values():
         for label, c in by_label.items():
-            refs[label] = c['reference']
-    head = [f'{label} vs `{refs[label]}`' for label in labels if label in refs]
-    lines = ['| multi-task variant | ' + ' | '.join(head) + ' |',
+            refs.setdefault(label, set()).add(c['reference'])
+    head = [f'{label} vs `{next(iter(refs[label]))}`' if len(refs[label]) == 1
+            else label for label in labels if label in refs]
+    lines = [f'| {row_title} | ' + ' | '.join(head) + ' |',
              '| --- |' + ' --- |' * len(head)]
     for v, by_label in table.items():
         cells = [fmt_interval(by_label[label]) if label in by_label else '-'
@@ -278,6 +294,15 @@ def render_report(data: Dict) -> str:
                          f"Each other multi-task variant minus "
                          f"`{spec['plain_sum']}`.\n\n" +
                          render_penalty(against, margin))
+        front = versus_front(runs, spec.get('calibrations', []),
+                             spec.get('front', []), margin)
+        if front:
+            rows = {f'{cal} - {f}': by_label for cal, by_front in front.items()
+                    for f, by_label in by_front.items()}
+            parts.append(f'### Calibrations against the static-weight front of '
+                         f'`{name}`\n\nEach calibrated variant minus each plain '
+                         f'sum with a static map-loss weight.\n\n' +
+                         render_penalty(rows, margin, row_title='comparison'))
     chart = data.get('chart', 'results.png')
     parts.append(f'![chart]({chart})\n')
     if data.get('penalty_settings'):

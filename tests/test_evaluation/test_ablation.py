@@ -11,7 +11,7 @@ import pytest
 from fuller.evaluation.ablation import (DET_PREFIX, paired_interval,
                                         penalty, render_markdown,
                                         render_report, summarize, verdict,
-                                        versus)
+                                        versus, versus_front)
 
 MAP = DET_PREFIX + 'mAP'
 MIOU = 'map/mIoU@0.5'
@@ -148,6 +148,18 @@ def test_versus_compares_every_other_variant_with_one_reference():
     assert (det['low'], det['high']) == pytest.approx((0.06 - half, 0.06 + half))
     assert table['a']['mIoU@0.5']['diffs'] == pytest.approx([0.30] * 3)
     assert versus(runs, 'no-such-sum', ['a']) == {}
+
+
+def test_versus_front_is_each_calibration_minus_each_front_point():
+    runs = _runs()
+    runs['seg3'] = {s: {MAP: m[MAP] - 0.01, MIOU: m[MIOU] + 0.1}
+                    for s, m in runs['naive'].items()}
+    table = versus_front(runs, ['a', 'absent'], ['naive', 'seg3', 'absent'])
+    assert set(table) == {'a'} and set(table['a']) == {'naive', 'seg3'}
+    # a - seg3 = (a - naive) + 0.01 on mAP, (a - naive) - 0.1 on mIoU@0.5
+    assert table['a']['seg3']['mAP']['diffs'] == pytest.approx([0.06, 0.11, 0.04])
+    assert table['a']['seg3']['mIoU@0.5']['diffs'] == pytest.approx([0.20] * 3)
+    assert table['a']['seg3']['mAP']['reference'] == 'seg3'
 
 
 def test_markdown_lists_every_variant_and_difference():

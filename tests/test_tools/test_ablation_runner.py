@@ -105,7 +105,9 @@ def test_multitask_study_variants_exist():
     assert settings['w128'] == dict(
         det_only='det-only-w128', seg_only='seg-only-w128', plain_sum='naive-w128',
         multitask=['naive-w128', 'fuller-summag-w128', 'naive-seg3-w128',
-                   'naive-seg10-w128', 'naive-seg30-w128'])
+                   'naive-seg10-w128', 'naive-seg30-w128'],
+        calibrations=['fuller-summag-w128'],
+        front=['naive-seg3-w128', 'naive-seg10-w128', 'naive-seg30-w128'])
     assert settings['taskdec']['det_only'] == 'det-only'
     assert settings['taskdec']['plain_sum'] == 'naive'  # the shared decoder's
     assert variants['naive-seg10'][1] == ['model.loss_weights.seg=10.0']
