@@ -20,13 +20,16 @@ OPTS=(--study multitask --data-root "$DATA" --work-dir "$CHECKOUT/work_dirs/stud
       --cfg-options val_dataloader.dataset.metainfo.version=v1.0-trainval
                     test_dataloader.dataset.metainfo.version=v1.0-trainval)
 # Priority (issue 21): capacity, then the static-weight front, then per-task decoders, then schedule;
-# FULLER as published (IMTL-G with its own weights) at width 64 where the budget allows.
+# FULLER as published (IMTL-G with its own weights) at width 64 where the budget allows; the front's
+# two best points at width 128, where the width-128 references already exist (added once the width-64
+# front showed the weight-30 sum beside the calibration).
 PHASES=(
   "det-only seg-only naive fuller-summag"
   "det-only-w128 seg-only-w128 naive-w128 fuller-summag-w128"
   "naive-seg3 naive-seg10 naive-seg30"
   "naive-taskdec fuller-summag-taskdec"
   "fuller"
+  "naive-seg10-w128 naive-seg30-w128"
   "det-only-w256 seg-only-w256 naive-w256 fuller-summag-w256"
   "naive-seg3-w256 naive-seg10-w256 naive-seg30-w256"
   "det-only-e12 seg-only-e12 naive-e12 fuller-summag-e12"
