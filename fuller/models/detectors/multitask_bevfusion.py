@@ -352,10 +352,10 @@ class MultiTaskBEVFusion(Base3DDetector):
                 if 'loss' in name:
                     value = value * self.loss_weights[task]
                 losses[f'{task}/{name}'] = value
+        if self.nan_guard:  # before balancing: it names the samples
+            self._check_finite(losses, batch_data_samples)
         if self.loss_balancer is not None:
             losses = self._balance(losses)
-        if self.nan_guard:
-            self._check_finite(losses, batch_data_samples)
         return losses
 
     def _balance(self, losses: dict) -> dict:
