@@ -161,14 +161,16 @@ def penalty_settings(variants) -> Dict[str, Dict]:
     for setting, (suffix, roles) in SETTINGS.items():
         ref = '' if setting == 'taskdec' else suffix
         mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
+        front = [f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS]
+        plain = ['naive' + suffix] + front
         out[setting] = dict(det_only='det-only' + ref,
                             seg_only='seg-only' + ref,
                             plain_sum='naive' + ref,
                             multitask=[v for v in mt if v in variants],
-                            calibrations=[v for v in mt if v.startswith('fuller')
-                                          and v in variants],
-                            front=[f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS
-                                   if f'naive-seg{w}{suffix}' in variants])
+                            # every other way of weighting the tasks
+                            calibrations=[v for v in mt if v in variants
+                                          and v not in plain],
+                            front=[v for v in front if v in variants])
     return out
 
 
