@@ -192,7 +192,7 @@ def test_user_config_swaps_in_centerhead():
     from mmdet3d.models.dense_heads import CenterHead
     init_default_scope('mmdet3d')
     cfg = load_config(str(REPO_ROOT / 'configs' / 'fuller' /
-                              'fuller_tiny-centerhead_1xb2-24e_synthetic-nus.py'))
+                          'fuller_tiny-centerhead_1xb2-24e_synthetic-nus.py'))
     assert 'num_proposals' not in cfg.model.det_head  # _delete_ worked
     model = build(cfg.model)
     assert isinstance(model.heads['det'], CenterHead)

@@ -428,7 +428,7 @@ def test_train_load_from_goes_through_the_reporting_hook():
     assert hooks[0]['allow_shape_mismatch'] == ['heads.det.*'] and cfg.load_from is None
     # a config without the hook gets one
     cfg = load_config(str(REPO_ROOT / 'configs' / 'bevfusion' /
-                              'bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det.py'))
+                          'bevfusion_lidar_voxel0075_second_secfpn_8xb4-cyclic-20e_nus-det.py'))
     hook = use_partial_loading(cfg, 'y.pth')
     assert hook == dict(type='PartialCheckpointLoadHook', checkpoint='y.pth')
     assert cfg.custom_hooks[-1] == hook
