@@ -158,7 +158,11 @@ def penalty_settings(variants) -> Dict[str, Dict]:
     (one task alone has nothing to share; the shared plain sum is what a
     per-task decoder replaces)."""
     out = {}
-    for setting, (suffix, roles) in SETTINGS.items():
+    # report and chart order: the capacity axis, the schedule, then per-task decoders
+    order = sorted(SETTINGS, key=lambda name: (name == 'taskdec', name == 'e12',
+                                               int(name[1:]) if name[1:].isdigit() else 0))
+    for setting in order:
+        suffix, roles = SETTINGS[setting]
         ref = '' if setting == 'taskdec' else suffix
         mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
         front = [f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS]
