@@ -59,7 +59,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from fuller.evaluation.ablation import (MARGIN, penalty,  # noqa: E402
-                                        plot, render_report, summarize,
+                                        penalty_trend, plot, render_report,
+                                        summarize,
                                         versus, versus_front)
 from fuller.evaluation.study_charts import (pareto_chart,  # noqa: E402
                                             penalty_chart)
@@ -168,6 +169,9 @@ def penalty_settings(variants) -> Dict[str, Dict]:
         front = [f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS]
         plain = ['naive' + suffix] + front
         out[setting] = dict(det_only='det-only' + ref,
+                            roles={r: r + suffix for r in roles
+                                   if r not in ('det-only', 'seg-only')
+                                   and r + suffix in variants},
                             seg_only='seg-only' + ref,
                             plain_sum='naive' + ref,
                             multitask=[v for v in mt if v in variants],
@@ -538,6 +542,7 @@ def write_outputs(data: Dict, base: str) -> str:
             name: versus_front(runs, spec.get('calibrations', []), spec.get('front', []),
                                margin)
             for name, spec in data['penalty_settings'].items()}
+        data['penalty_change'] = penalty_trend(data['penalty_settings'], runs, margin)
     text = render_report(data)
     if data.get('penalty_settings'):
         pareto_chart(runs, data['penalty_settings'], base + '_pareto.png')

@@ -185,6 +185,61 @@ def versus_front(runs: Runs, calibrations: Sequence[str],
     return out
 
 
+def penalty_change(runs: Runs, base: Mapping, setting: Mapping,
+                   margin: float = MARGIN) -> Dict:
+    """{variant: {label: paired comparison}}: how far each multi-task role's
+    penalty moved from the ``base`` setting to ``setting`` (both shaped like
+    a ``penalty_settings`` entry: ``det_only``, ``seg_only`` and ``roles``,
+    role -> variant). Per seed s the difference is
+
+        (MT[s] - ST[s]) - (MT0[s] - ST0[s])
+
+    with MT, ST the setting's multi-task variant and single-task model of the
+    metric's task and MT0, ST0 the base's, so positive means the penalty
+    shrank (or the gain grew). Keyed by the setting's variant; ``reference``
+    names the base's."""
+    def by_seed_penalty(spec: Mapping, variant: str) -> Dict[int, Dict]:
+        out: Dict[int, Dict] = {}
+        for labels, ref in ((DET_LABELS, spec['det_only']),
+                            (SEG_LABELS, spec['seg_only'])):
+            for label in labels:
+                key = dict(HEADLINE)[label]
+                for s, m in runs.get(variant, {}).items():
+                    r = runs.get(ref, {}).get(s, {})
+                    if key in m and key in r:
+                        out.setdefault(s, {})[key] = m[key] - r[key]
+        return out
+
+    out: Dict = {}
+    base_roles = base.get('roles', {})
+    for role, variant in setting.get('roles', {}).items():
+        if role not in base_roles or variant not in runs:
+            continue
+        now = by_seed_penalty(setting, variant)
+        before = by_seed_penalty(base, base_roles[role])
+        by_label = {}
+        for label, key in HEADLINE:
+            c = compare(now, before, key, margin)
+            if c is not None:
+                by_label[label] = dict(c, reference=base_roles[role])
+        if by_label:
+            out[variant] = by_label
+    return out
+
+
+def penalty_trend(settings: Mapping[str, Mapping], runs: Runs,
+                  margin: float = MARGIN) -> Dict:
+    """{setting: :func:`penalty_change` from the first setting}: the trend of
+    the penalty along capacity, schedule and per-task decoders, against the
+    first (reference) setting of ``settings``."""
+    names = list(settings)
+    if not names:
+        return {}
+    base = settings[names[0]]
+    return {name: penalty_change(runs, base, settings[name], margin)
+            for name in names[1:]}
+
+
 def _fmt(x: Optional[float], digits: int = 3) -> str:
     return '-' if x is None or not math.isfinite(x) else f'{x:.{digits}f}'
 
@@ -303,6 +358,20 @@ def render_report(data: Dict) -> str:
                          f'`{name}`\n\nEach calibrated variant minus each plain '
                          f'sum with a static map-loss weight.\n\n' +
                          render_penalty(rows, margin, row_title='comparison'))
+    settings = data.get('penalty_settings', {})
+    trend = penalty_trend(settings, runs, margin)
+    first = next(iter(settings), None)
+    for name, table in trend.items():
+        if table:
+            rows = {f'{v} - {c["reference"]}': by_label
+                    for v, by_label in table.items()
+                    for c in [next(iter(by_label.values()))]}
+            parts.append(
+                f'## Change of the penalty from `{first}` to `{name}`\n\n'
+                f'Per seed, (multi-task - single-task) in `{name}` minus the '
+                f'same in `{first}`, for the same role (positive: the '
+                f'penalty shrank). ' + _rule(margin) + '\n\n' +
+                render_penalty(rows, margin, row_title='role'))
     chart = data.get('chart', 'results.png')
     parts.append(f'![chart]({chart})\n')
     if data.get('penalty_settings'):

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from fuller.evaluation.ablation import (DET_PREFIX, paired_interval,
-                                        penalty, render_markdown,
+                                        penalty, penalty_change,
+                                        penalty_trend, render_markdown,
                                         render_report, summarize, verdict,
                                         versus, versus_front)
 
@@ -162,6 +163,53 @@ def test_versus_front_is_each_calibration_minus_each_front_point():
     assert table['a']['seg3']['mAP']['reference'] == 'seg3'
 
 
+def _two_settings():
+    """Width 64 and width 128 of a hand-made study, three seeds each."""
+    runs = {
+        # width 64: det-only mAP .30 .32 .34, seg-only mIoU .60 .61 .62
+        'det-only': {0: {MAP: 0.30}, 1: {MAP: 0.32}, 2: {MAP: 0.34}},
+        'seg-only': {0: {MIOU: 0.60}, 1: {MIOU: 0.61}, 2: {MIOU: 0.62}},
+        # penalties mAP -.10 -.12 -.14, mIoU -.20 -.21 -.22
+        'naive': {0: {MAP: 0.20, MIOU: 0.40}, 1: {MAP: 0.20, MIOU: 0.40},
+                  2: {MAP: 0.20, MIOU: 0.40}},
+        # width 128: det-only mAP .40 .40 .40, seg-only mIoU .70 .70 .70
+        'det-only-w128': {s: {MAP: 0.40} for s in range(3)},
+        'seg-only-w128': {s: {MIOU: 0.70} for s in range(3)},
+        # penalties mAP -.05 -.06 -.07; mIoU -.20 -.21 (seed 2 missing)
+        'naive-w128': {0: {MAP: 0.35, MIOU: 0.50}, 1: {MAP: 0.34, MIOU: 0.49},
+                       2: {MAP: 0.33}},
+    }
+    settings = {
+        'w64': dict(det_only='det-only', seg_only='seg-only',
+                    roles={'naive': 'naive', 'fuller': 'absent'}),
+        'w128': dict(det_only='det-only-w128', seg_only='seg-only-w128',
+                     roles={'naive': 'naive-w128', 'only-here': 'naive-w128'}),
+    }
+    return runs, settings
+
+
+def test_penalty_change_is_the_difference_of_penalties_per_seed():
+    runs, settings = _two_settings()
+    table = penalty_change(runs, settings['w64'], settings['w128'])
+    assert set(table) == {'naive-w128'}     # 'only-here' has no base role
+    det = table['naive-w128']['mAP']
+    assert det['reference'] == 'naive'
+    # (-.05 - -.10, -.06 - -.12, -.07 - -.14) = (+.05, +.06, +.07): mean .06,
+    # sd .01, half T2 * .01 / sqrt(3); the penalty shrank
+    assert det['diffs'] == pytest.approx([0.05, 0.06, 0.07])
+    half = T2 * 0.01 / math.sqrt(3)
+    assert (det['low'], det['high']) == pytest.approx((0.06 - half, 0.06 + half))
+    assert det['verdict'] == 'better'
+    # mIoU: seeds 0, 1 only: (-.20 - -.20, -.21 - -.21) = (0, 0)
+    seg = table['naive-w128']['mIoU@0.5']
+    assert seg['seeds'] == [0, 1]
+    assert seg['diffs'] == pytest.approx([0.0, 0.0])
+    assert seg['verdict'] == 'equivalent'
+    # the trend runs from the first setting to every other one
+    assert penalty_trend(settings, runs) == {'w128': table}
+    assert penalty_trend({}, runs) == {}
+
+
 def test_markdown_lists_every_variant_and_difference():
     runs = _runs()
     text = render_markdown(summarize(runs, 'naive'), 'naive')
@@ -187,6 +235,19 @@ def test_report_renders_from_json_round_trip():
     assert '| a | +0.165 [' in text
     assert '+0.300 [+0.300, +0.300] (n=3) better' in text
     assert '![Pareto](results_pareto.png)' in text
+
+
+def test_report_renders_the_penalty_change_between_settings():
+    runs, settings = _two_settings()
+    data = dict(study='t', command='c', commits=['abc'], seeds=[0, 1, 2],
+                baseline='naive', runs=runs, penalty_settings={
+                    name: dict(spec, multitask=list(spec['roles'].values()))
+                    for name, spec in settings.items()})
+    text = render_report(json.loads(json.dumps(data)))
+    assert '## Change of the penalty from `w64` to `w128`' in text
+    half = T2 * 0.01 / math.sqrt(3)
+    assert (f'| naive-w128 - naive | +0.060 [{0.06 - half:+.3f}, '
+            f'{0.06 + half:+.3f}] (n=3) better |') in text
 
 
 def test_unknown_baseline():

@@ -107,7 +107,14 @@ def test_multitask_study_variants_exist():
         multitask=['naive-w128', 'fuller-summag-w128', 'naive-seg3-w128',
                    'naive-seg10-w128', 'naive-seg30-w128'],
         calibrations=['fuller-summag-w128'],
-        front=['naive-seg3-w128', 'naive-seg10-w128', 'naive-seg30-w128'])
+        front=['naive-seg3-w128', 'naive-seg10-w128', 'naive-seg30-w128'],
+        roles={'naive': 'naive-w128', 'fuller-summag': 'fuller-summag-w128',
+               'naive-seg3': 'naive-seg3-w128', 'naive-seg10': 'naive-seg10-w128',
+               'naive-seg30': 'naive-seg30-w128'})
     assert settings['taskdec']['det_only'] == 'det-only'
+    # the penalty trend pairs a role with the same role of the first setting
+    assert list(settings)[0] == 'w64'
+    assert settings['taskdec']['roles']['naive'] == 'naive-taskdec'
+    assert settings['e12']['roles']['fuller-summag'] == 'fuller-summag-e12'
     assert settings['taskdec']['plain_sum'] == 'naive'  # the shared decoder's
     assert variants['naive-seg10'][1] == ['model.loss_weights.seg=10.0']
