@@ -25,6 +25,11 @@ tools/dist_train.sh / dist_test.sh, identical flags otherwise)::
     python tools/ablation.py --study full --seeds 0 1 2 --gpus 8 \\
         --data-root data/nuscenes --work-dir work_dirs/study-full
 
+``--study full`` includes the static-weight front (naive-seg3/10/30) and
+reports the multi-task penalty and the calibrations against that front;
+``--variants det-only seg-only naive naive-seg3 naive-seg10 naive-seg30
+fuller-summag`` is the sweep docs/study-v3 says to run first.
+
 The multi-task study (docs/study-v3: trunk width, per-task decoders,
 schedule and the static map-loss weights, each setting with its single-task
 references; ``--study multitask``) is driven by docs/study-v3/run_study.sh
@@ -129,6 +134,12 @@ def _static_front(config: str) -> Dict[str, Tuple[str, List[str]]]:
             for w in SEG_WEIGHTS}
 
 
+# The full-size study gets the same front (the plain sum of the FULLER config, no calibrator): the
+# sweep docs/study-v3 says to run before trusting any calibration at full size.
+STUDIES['full'].update({
+    name: (_FULL_FULLER, ['model.grad_calibrator=None'] + options)
+    for name, (_, options) in _static_front(_FULL_FULLER).items()})
+
 SETTINGS: Dict[str, Tuple[str, Dict[str, Tuple[str, List[str]]]]] = {
     'w64': ('', dict(
         STUDIES['tiny'], **_static_front(STUDIES['tiny']['naive'][0]))),
@@ -151,19 +162,21 @@ for _setting, (_suffix, _roles) in SETTINGS.items():
         STUDIES['multitask'][_role + _suffix] = _spec
 
 
-def penalty_settings(variants) -> Dict[str, Dict]:
+def penalty_settings(variants, settings=None) -> Dict[str, Dict]:
     """{setting: {det_only, seg_only, plain_sum, multitask, calibrations,
-    front}} for the multitask study's penalty tables and its comparisons
-    with the setting's plain sum and static-weight front; per-task decoders
-    are judged against the shared-decoder single-task models and plain sum
-    (one task alone has nothing to share; the shared plain sum is what a
-    per-task decoder replaces)."""
+    front, roles}} for a study's penalty tables and its comparisons with the
+    setting's plain sum and static-weight front (``settings``: shaped like
+    :data:`SETTINGS`, which is the default); per-task decoders are judged
+    against the shared-decoder single-task models and plain sum (one task
+    alone has nothing to share; the shared plain sum is what a per-task
+    decoder replaces)."""
+    settings = SETTINGS if settings is None else settings
     out = {}
     # report and chart order: the capacity axis, the schedule, then per-task decoders
-    order = sorted(SETTINGS, key=lambda name: (name == 'taskdec', name == 'e12',
+    order = sorted(settings, key=lambda name: (name == 'taskdec', name == 'e12',
                                                int(name[1:]) if name[1:].isdigit() else 0))
     for setting in order:
-        suffix, roles = SETTINGS[setting]
+        suffix, roles = settings[setting]
         ref = '' if setting == 'taskdec' else suffix
         mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
         front = [f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS]
@@ -519,6 +532,8 @@ def write_report(args, variants, argv) -> Optional[str]:
                 runs=runs, run_meta=metas)
     if args.study == 'multitask':
         data['penalty_settings'] = penalty_settings(runs)
+    elif args.study == 'full':
+        data['penalty_settings'] = penalty_settings(runs, {'full': ('', STUDIES['full'])})
     return write_outputs(data, osp.join(args.work_dir, args.out_name))
 
 

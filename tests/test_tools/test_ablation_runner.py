@@ -118,3 +118,24 @@ def test_multitask_study_variants_exist():
     assert settings['e12']['roles']['fuller-summag'] == 'fuller-summag-e12'
     assert settings['taskdec']['plain_sum'] == 'naive'  # the shared decoder's
     assert variants['naive-seg10'][1] == ['model.loss_weights.seg=10.0']
+
+
+def test_full_size_study_has_the_static_weight_front():
+    """``--study full`` sweeps the map-loss weight of the plain sum (the baseline a calibration must
+    beat, docs/study-v3) and reports it as that study's front."""
+    import argparse
+
+    from mmengine.config import Config, DictAction
+    config, options = ablation.STUDIES['full']['naive-seg30']
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg = Config.fromfile(str(REPO_ROOT / config))
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    assert cfg.model.grad_calibrator is None
+    assert cfg.model.loss_weights == dict(det=1.0, seg=30.0)
+    full = {'full': ('', ablation.STUDIES['full'])}
+    spec = ablation.penalty_settings(ablation.STUDIES['full'], full)['full']
+    assert spec['front'] == ['naive-seg3', 'naive-seg10', 'naive-seg30']
+    assert spec['plain_sum'] == 'naive' and spec['det_only'] == 'det-only'
+    assert 'fuller-summag' in spec['calibrations']
+    assert not set(spec['calibrations']) & {'naive', *spec['front']}
