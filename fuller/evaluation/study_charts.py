@@ -10,6 +10,9 @@
   t-interval, per setting (x) and variant (colour); a cell with fewer than
   two paired seeds (no interval) is left out.
 
+Both charts give a role (the variant's name without the setting's suffix)
+one colour in every panel.
+
 ``runs[variant][seed] = metrics`` as in :mod:`fuller.evaluation.ablation`;
 ``settings[name] = {det_only, seg_only, multitask: [variants]}``.
 """
@@ -48,6 +51,18 @@ def _save(fig, path: str) -> None:
     plt.close(fig)
 
 
+def _roles(settings: Mapping[str, Dict], names: Sequence[str]) -> Dict:
+    """{role: matplotlib colour}: a variant's role is its name without the
+    setting's suffix (``naive-w128`` -> ``naive``); one colour per role in
+    every panel of both charts."""
+    roles = sorted({_role(v, n) for n in names for v in settings[n]['multitask']})
+    return {role: f'C{i}' for i, role in enumerate(roles)}
+
+
+def _role(variant: str, setting: str) -> str:
+    return variant.replace(f'-{setting}', '')
+
+
 def pareto_chart(runs: Mapping, settings: Mapping[str, Dict],
                  path: str) -> None:
     import matplotlib
@@ -57,6 +72,7 @@ def pareto_chart(runs: Mapping, settings: Mapping[str, Dict],
     names = [n for n, s in settings.items() if s['multitask']]
     if not names:
         return
+    colours = _roles(settings, names)
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5),
                              squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -78,6 +94,7 @@ def pareto_chart(runs: Mapping, settings: Mapping[str, Dict],
                 continue
             n = len(_values(runs, variant, 'mAP'))
             ax.errorbar(x, y, xerr=xh, yerr=yh, fmt='o', capsize=3,
+                        color=colours[_role(variant, name)],
                         label=f'{variant} (n={n})')
         ax.set_xlabel('mIoU@0.5')
         ax.set_ylabel('mAP')
@@ -95,8 +112,8 @@ def penalty_chart(runs: Mapping, settings: Mapping[str, Dict], path: str,
     names = [n for n, s in settings.items() if s['multitask']]
     if not names:
         return
-    roles = sorted({v.replace(f'-{n}', '') for n in names
-                    for v in settings[n]['multitask']})
+    colours = _roles(settings, names)
+    roles = list(colours)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(len(roles), 1)
     for ax, (label, ref) in zip(axes, (('mAP', 'det_only'),
@@ -106,7 +123,7 @@ def penalty_chart(runs: Mapping, settings: Mapping[str, Dict], path: str,
             for j, name in enumerate(names):
                 spec = settings[name]
                 variant = next((v for v in spec['multitask']
-                                if v.replace(f'-{name}', '') == role), None)
+                                if _role(v, name) == role), None)
                 if variant is None or variant not in runs or \
                         spec[ref] not in runs:
                     continue
@@ -118,7 +135,8 @@ def penalty_chart(runs: Mapping, settings: Mapping[str, Dict], path: str,
                 ys.append(c['mean'])
                 hs.append(c['half'] if math.isfinite(c['half']) else 0.0)
             if xs:
-                ax.errorbar(xs, ys, yerr=hs, fmt='o', capsize=3, label=role)
+                ax.errorbar(xs, ys, yerr=hs, fmt='o', capsize=3,
+                            color=colours[role], label=role)
         ax.axhline(0, color='k', lw=1)
         ax.axhspan(-margin, margin, color='g', alpha=0.1,
                    label=f'±{margin} margin')

@@ -282,3 +282,25 @@ def test_penalty_chart_draws_only_cells_with_an_interval(tmp_path, monkeypatch):
     assert map_y == pytest.approx([-0.12])
     assert map_h == pytest.approx([T2 * 0.02 / math.sqrt(3)], rel=1e-5)
     assert miou_y == pytest.approx([0.0]) and miou_h == pytest.approx([0.0])
+
+
+def test_charts_give_a_role_one_colour_in_every_setting(tmp_path, monkeypatch):
+    """``naive`` and ``naive-w128`` (role ``naive``) share a colour, in the
+    Pareto panels and in the penalty chart; another role gets another."""
+    from matplotlib.axes import Axes
+
+    from fuller.evaluation.study_charts import pareto_chart, penalty_chart
+    drawn = []
+    monkeypatch.setattr(Axes, 'errorbar', lambda self, x, y, *a, **kw:
+                        drawn.append((kw['label'], kw['color'])))
+    runs, settings = _two_settings()
+    runs['seg30'], runs['seg30-w128'] = runs['naive'], runs['naive-w128']
+    settings['w64']['multitask'] = ['naive', 'seg30']
+    settings['w128']['multitask'] = ['seg30-w128', 'naive-w128']  # another order
+    pareto_chart(runs, settings, str(tmp_path / 'pareto.png'))
+    colour = dict(drawn)
+    assert colour['naive (n=3)'] == colour['naive-w128 (n=3)']
+    assert colour['seg30 (n=3)'] == colour['seg30-w128 (n=3)'] != colour['naive (n=3)']
+    drawn.clear()
+    penalty_chart(runs, settings, str(tmp_path / 'penalty.png'))
+    assert {c for label, c in drawn if label == 'naive'} == {colour['naive (n=3)']}
