@@ -118,4 +118,7 @@ model = dict(
         input_grid=dict(x_range=[-54.0, 54.0], y_range=[-54.0, 54.0], cell_size=[0.6, 0.6]),
         map_grid=dict(x_range=[-50.0, 50.0], y_range=[-50.0, 50.0], cell_size=[0.5, 0.5]),
         loss_type='focal'),
+    # The plain sum. On the tiny model the map loss's weight sets the detection/map trade-off, and no
+    # calibration landed beyond the weights' front (docs/study-v3): sweep `seg` (tools/ablation.py
+    # --study full has the sweep) before judging a calibration.
     loss_weights=dict(det=1.0, seg=1.0))
