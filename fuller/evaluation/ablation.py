@@ -363,9 +363,8 @@ def render_report(data: Dict) -> str:
     first = next(iter(settings), None)
     for name, table in trend.items():
         if table:
-            rows = {f'{v} - {c["reference"]}': by_label
-                    for v, by_label in table.items()
-                    for c in [next(iter(by_label.values()))]}
+            rows = {f"{v} - {next(iter(by_label.values()))['reference']}": by_label
+                    for v, by_label in table.items()}
             parts.append(
                 f'## Change of the penalty from `{first}` to `{name}`\n\n'
                 f'Per seed, (multi-task - single-task) in `{name}` minus the '
