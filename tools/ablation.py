@@ -178,19 +178,18 @@ def penalty_settings(variants, settings=None) -> Dict[str, Dict]:
     for setting in order:
         suffix, roles = settings[setting]
         ref = '' if setting == 'taskdec' else suffix
-        mt = [r + suffix for r in roles if r not in ('det-only', 'seg-only')]
+        # the multi-task roles that have runs, role -> variant
+        mt = {r: r + suffix for r in roles
+              if r not in ('det-only', 'seg-only') and r + suffix in variants}
         front = [f'naive-seg{w}{suffix}' for w in SEG_WEIGHTS]
         plain = ['naive' + suffix] + front
         out[setting] = dict(det_only='det-only' + ref,
-                            roles={r: r + suffix for r in roles
-                                   if r not in ('det-only', 'seg-only')
-                                   and r + suffix in variants},
+                            roles=mt,
                             seg_only='seg-only' + ref,
                             plain_sum='naive' + ref,
-                            multitask=[v for v in mt if v in variants],
+                            multitask=list(mt.values()),
                             # every other way of weighting the tasks
-                            calibrations=[v for v in mt if v in variants
-                                          and v not in plain],
+                            calibrations=[v for v in mt.values() if v not in plain],
                             front=[v for v in front if v in variants])
     return out
 

@@ -198,16 +198,16 @@ def penalty_change(runs: Runs, base: Mapping, setting: Mapping,
     metric's task and MT0, ST0 the base's, so positive means the penalty
     shrank (or the gain grew). Keyed by the setting's variant; ``reference``
     names the base's."""
+    keys = dict(HEADLINE)
+
     def by_seed_penalty(spec: Mapping, variant: str) -> Dict[int, Dict]:
+        """{seed: {metric key: MT - ST}} from :func:`penalty`'s diffs."""
+        table = penalty(runs, spec['det_only'], spec['seg_only'], [variant],
+                        margin).get(variant, {})
         out: Dict[int, Dict] = {}
-        for labels, ref in ((DET_LABELS, spec['det_only']),
-                            (SEG_LABELS, spec['seg_only'])):
-            for label in labels:
-                key = dict(HEADLINE)[label]
-                for s, m in runs.get(variant, {}).items():
-                    r = runs.get(ref, {}).get(s, {})
-                    if key in m and key in r:
-                        out.setdefault(s, {})[key] = m[key] - r[key]
+        for label, c in table.items():
+            for s, d in zip(c['seeds'], c['diffs']):
+                out.setdefault(s, {})[keys[label]] = d
         return out
 
     out: Dict = {}
