@@ -4,8 +4,11 @@ against the tiny shared-decoder model, measured in one run.
 Settings (configs/study, docs/study-v3): ``shared`` the tiny plain-sum model
 (trunk width 64, one shared BEV decoder; the reference), ``taskdec`` a BEV
 decoder per task, ``w128`` / ``w256`` the shared trunk 128 / 256 channels
-wide. One step = training forward on a fixed two-sample batch, backward of
-the summed loss and an AdamW step. Settings are interleaved per iteration
+wide, ``famo`` the tiny model with FAMO's task weights (docs/study-famo).
+One step = training forward on a fixed two-sample batch, backward of the
+summed loss and an AdamW step; for ``famo`` also what its ``FAMOHook`` does
+after each step (the second forward on the same batch and the logits'
+update), through the hook itself. Settings are interleaved per iteration
 (so load from other processes falls on all of them alike) after one warm-up
 step each; the report gives the median step time and its ratio to
 ``shared``, and parameter counts in total and in the decoder(s).
@@ -21,6 +24,7 @@ SETTINGS = {
     'taskdec': 'configs/study/bevfusion_tiny-taskdec_1xb2-24e_synthetic-nus.py',
     'w128': 'configs/study/bevfusion_tiny-w128_1xb2-24e_synthetic-nus.py',
     'w256': 'configs/study/bevfusion_tiny-w256_1xb2-24e_synthetic-nus.py',
+    'famo': 'configs/study/bevfusion_tiny-famo_1xb2-24e_synthetic-nus.py',
 }
 REFERENCE = 'shared'
 
@@ -45,18 +49,22 @@ def _decoder_params(model) -> int:
 
 def run(argv=None) -> dict:
     args = parse_args(argv)
+    from types import SimpleNamespace
+
     import torch
 
     import fuller  # noqa: F401  (registers the modules)
-    from fuller.testing import build_model_from_config, make_multitask_batch
+    from fuller.calibration import FAMOHook
+    from fuller.testing import build_model_from_config, make_multitask_data
     torch.set_num_threads(args.threads)
     names = [REFERENCE] + [s for s in args.settings if s != REFERENCE]
-    models, batches, optims, times = {}, {}, {}, {}
+    models, raws, batches, optims, times = {}, {}, {}, {}, {}
     for name in names:
         model = build_model_from_config(str(ROOT / SETTINGS[name]), seed=0)
         model = model.to(args.device).train()
         models[name] = model
-        batches[name] = make_multitask_batch(model)
+        raws[name] = make_multitask_data((0, 1))  # as the data loader gives it
+        batches[name] = model.data_preprocessor(raws[name], training=True)
         optims[name] = torch.optim.AdamW(model.parameters(), lr=1e-4)
         times[name] = []
 
@@ -66,6 +74,10 @@ def run(argv=None) -> dict:
         losses = model(**batches[name], mode='loss')
         sum(v for k, v in losses.items() if 'loss' in k).backward()
         optim.step()
+        if getattr(model, 'loss_balancer', None) is not None:
+            # what the config's FAMOHook runs after each step, on the raw batch
+            runner = SimpleNamespace(model=model, optim_wrapper=None)
+            FAMOHook().after_train_iter(runner, 0, data_batch=raws[name])
 
     for name in names:  # warm-up
         step(name)
