@@ -96,7 +96,7 @@ STUDIES: Dict[str, Dict[str, Tuple[str, List[str]]]] = {
         'mgda-ub': (_TINY.format('fuller', 'fuller_tiny-mgda'), []),
         'pcgrad': (_TINY.format('fuller', 'fuller_tiny-pcgrad'), []),
         # loss-rate task weighting (fuller.calibration.famo), added after
-        # docs/study-v3's pinned commit: measured only in a study of its own
+        # docs/study-v3's pinned commit: measured in docs/study-famo
         'famo': (_TINY.format('study', 'bevfusion_tiny-famo'), []),
     },
     # The multi-task study (docs/study-v3): each setting's single-task

@@ -21,7 +21,7 @@ OPTS=(--study multitask --data-root "$DATA" --work-dir "$CHECKOUT/work_dirs/stud
                     test_dataloader.dataset.metainfo.version=v1.0-trainval)
 # Width 64, 4 epochs (study-v3's `w64` setting) at a commit of its own: the references and FAMO first,
 # then the two static-weight points of study-v3's front that bracket FAMO's effective map-loss weight
-# (about 10 to 15 in its first run: FAMO's factor ratio a_seg / a_det), then FULLER with the sum's length.
+# (FAMO's factor ratio a_seg / a_det; README), then FULLER with the sum's length.
 PHASES=(
   "det-only seg-only naive famo"
   "naive-seg10 naive-seg30"
